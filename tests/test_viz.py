@@ -1,0 +1,284 @@
+"""Figures: every function draws and saves on tiny inputs; normalisation and ECE are exact on hand-made values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.artist import Artist
+from matplotlib.figure import Figure
+from PIL import Image
+
+import xai_bench  # noqa: F401  (import order: before anything that pulls in torchvision)
+from xai_bench import viz
+
+DPI = 40
+
+
+def _images(n: int, c: int, h: int = 12, w: int = 16) -> torch.Tensor:
+    return torch.rand(n, c, h, w, generator=torch.Generator().manual_seed(n * 10 + c))
+
+
+def _save_and_check(fig: Figure, tmp_path, name: str = "fig.png") -> Image.Image:
+    """Save via save_figure and check the PNG opens, is non-empty and roughly the figure's size."""
+    expected = fig.get_size_inches() * DPI
+    path = viz.save_figure(fig, tmp_path / name, dpi=DPI)
+    assert path.stat().st_size > 0
+    with Image.open(path) as im:
+        im.load()
+        w, h = im.size
+    # bbox_inches="tight" trims margins (and may add a few pixels of padding), never much more
+    assert 0.5 * expected[0] <= w <= 1.15 * expected[0] + 8, (w, expected)
+    assert 0.5 * expected[1] <= h <= 1.15 * expected[1] + 8, (h, expected)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left
+    return im
+
+
+# ------------------------------------------------------------------------------------------- normalize_map
+def test_normalize_map_absolute_sums_magnitudes_and_scales_by_max() -> None:
+    attr = np.array([[[1.0, -2.0], [0.0, 4.0]], [[-1.0, 2.0], [3.0, -4.0]]])  # C=2, H=W=2
+    out = viz.normalize_map(attr, signed=False, percentile=100)
+    np.testing.assert_allclose(out, np.array([[2.0, 4.0], [3.0, 8.0]]) / 8.0)
+    assert out.shape == (2, 2) and out.dtype == np.float32
+
+
+def test_normalize_map_signed_sums_channels_and_keeps_sign() -> None:
+    attr = torch.tensor([[[1.0, -2.0], [0.0, 4.0]], [[1.0, -4.0], [3.0, -1.0]]])
+    out = viz.normalize_map(attr, signed=True, percentile=100)
+    np.testing.assert_allclose(out, np.array([[2.0, -6.0], [3.0, 3.0]]) / 6.0)
+    assert out.min() == -1.0 and out.max() <= 1.0
+
+
+def test_normalize_map_percentile_clips_outliers_and_batches_per_sample() -> None:
+    m = np.ones((1, 10, 10))
+    m[0, 0, 0] = 1000.0  # one outlier must not wash out the rest
+    batch = np.stack([m, 3 * m, np.zeros_like(m)])  # N=3, C=1
+    out = viz.normalize_map(batch, signed=False, percentile=90)
+    assert out.shape == (3, 10, 10)
+    np.testing.assert_allclose(out[0], np.ones((10, 10)))  # 90th percentile is 1 → everything clips to 1
+    np.testing.assert_allclose(out[1], out[0])  # each map scaled on its own
+    np.testing.assert_array_equal(out[2], 0.0)  # an all-zero map stays zero instead of dividing by zero
+    signed = viz.normalize_map(-batch, signed=True, percentile=90)
+    assert signed.min() == -1.0 and signed.max() == 0.0
+
+
+@pytest.mark.parametrize("bad", [0, -1, 100.5])
+def test_normalize_map_rejects_bad_percentile(bad: float) -> None:
+    with pytest.raises(ValueError, match="percentile"):
+        viz.normalize_map(np.ones((2, 2)), percentile=bad)
+
+
+def test_normalize_map_rejects_nan() -> None:
+    with pytest.raises(ValueError, match="NaN"):
+        viz.normalize_map(np.array([[np.nan, 1.0]]))
+
+
+# ------------------------------------------------------------------------------------------------ ECE
+def test_ece_zero_when_every_bin_is_calibrated() -> None:
+    conf = np.array([0.5] * 10 + [0.9] * 10)
+    correct = np.array([1] * 5 + [0] * 5 + [1] * 9 + [0])
+    assert viz.expected_calibration_error(conf, correct, n_bins=10) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_ece_overconfident_half_right_is_half() -> None:
+    conf = torch.ones(8)
+    correct = torch.tensor([True, False] * 4)
+    assert viz.expected_calibration_error(conf, correct, n_bins=15) == pytest.approx(0.5)
+
+
+def test_ece_hand_computed_two_bins() -> None:
+    # bin (0.9, 1]: acc 0.5, conf 0.95 → gap 0.45; bin (0.2, 0.3]: acc 0, conf 0.25 → gap 0.25; equal weights
+    ece = viz.expected_calibration_error([0.95, 0.95, 0.25, 0.25], [1, 0, 0, 0], n_bins=10)
+    assert ece == pytest.approx(0.5 * 0.45 + 0.5 * 0.25)
+
+
+def test_ece_bins_are_right_closed() -> None:
+    # 0.5 belongs to (0, 0.5] with 0.2 (acc 0.5, conf 0.35); 0.75 alone in (0.5, 1] (acc 1, conf 0.75)
+    ece = viz.expected_calibration_error([0.2, 0.5, 0.75], [0, 1, 1], n_bins=2)
+    assert ece == pytest.approx((2 / 3) * 0.15 + (1 / 3) * 0.25)
+
+
+def test_ece_matches_reference_loop() -> None:
+    rng = np.random.default_rng(0)
+    conf = rng.random(500)
+    correct = rng.random(500) < conf
+    edges = np.linspace(0, 1, 16)
+    ref = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):  # Guo et al.'s reference implementation
+        inside = (conf > lo) & (conf <= hi)
+        if inside.any():
+            ref += inside.mean() * abs(correct[inside].mean() - conf[inside].mean())
+    assert viz.expected_calibration_error(conf, correct) == pytest.approx(ref, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("conf", "correct", "match"),
+    [([0.5, 1.5], [1, 0], "confidences"), ([0.5], [1, 0], "one entry"), ([0.5], [2], "correct"), ([], [], "empty")],
+)
+def test_ece_rejects_bad_input(conf, correct, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        viz.expected_calibration_error(conf, correct)
+
+
+def test_reliability_diagram_returns_ece(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    conf = rng.random(200)
+    correct = rng.random(200) < conf
+    fig, ece = viz.reliability_diagram(conf, correct, n_bins=10, title="toy")
+    assert ece == pytest.approx(viz.expected_calibration_error(conf, correct, n_bins=10))
+    assert f"{100 * ece:.2f}%" in fig.axes[0].get_title()
+    _save_and_check(fig, tmp_path)
+
+
+# ------------------------------------------------------------------------------------------- attribution figures
+@pytest.mark.parametrize(
+    ("kind", "channels"), [("all", 1), ("all", 3), ("overlay", 3), ("heatmap", 1), ("isolines", 3), ("signed", 3)]
+)
+def test_attribution_figure_every_kind(tmp_path, channels: int, kind: str) -> None:
+    image = _images(1, channels)[0]
+    attr = torch.randn(channels, 12, 16, generator=torch.Generator().manual_seed(0))
+    fig = viz.attribution_figure(image, attr, kind=kind, title="IG · cat 0.93")
+    _save_and_check(fig, tmp_path)
+
+
+def test_grayscale_image_is_drawn_gray() -> None:
+    fig = Figure()
+    ax = fig.add_subplot()
+    viz.draw_overlay(ax, _images(1, 1)[0], torch.rand(1, 12, 16), alpha=0.3)
+    base = ax.get_images()[0]
+    assert base.get_array().ndim == 2 and base.get_cmap().name == "gray"
+
+
+def test_coarse_map_is_stretched_over_the_image() -> None:
+    fig = Figure()
+    ax = fig.add_subplot()
+    viz.draw_heatmap(ax, torch.rand(1, 3, 4), extent=(-0.5, 15.5, 11.5, -0.5))
+    overlay = viz.draw_overlay(ax, _images(1, 3)[0], torch.rand(1, 3, 4))
+    assert overlay.get_extent() == [-0.5, 15.5, 11.5, -0.5]
+    assert overlay.get_array().shape[:2] == (12, 16)
+
+
+def test_isolines_on_flat_map_draw_no_contours() -> None:
+    ax = Figure().add_subplot()
+    assert viz.draw_isolines(ax, _images(1, 3)[0], torch.zeros(1, 12, 16)) is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "channels"), [("overlay", 1), ("overlay", 3), ("heatmap", 3), ("isolines", 1), ("signed", 3)]
+)
+def test_attribution_grid_has_one_axes_per_cell(tmp_path, channels: int, kind: str) -> None:
+    images = _images(3, channels)
+    g = torch.Generator().manual_seed(1)
+    maps = {
+        "Saliency": torch.rand(3, channels, 12, 16, generator=g),
+        "IntegratedGradients": torch.randn(3, channels, 12, 16, generator=g),
+        "GradCAM": torch.rand(3, 1, 3, 4, generator=g),  # coarse layer map
+        "Occlusion": torch.rand(3, 12, 16, generator=g),  # N×H×W
+    }
+    fig = viz.attribution_grid(images, maps, titles=["cat 0.93", "dog 0.51", "a very long class name 0.10"],
+                               kind=kind, signed={"IntegratedGradients": True})
+    assert len(fig.axes) == 3 * (1 + 4)
+    assert [ax.get_title() for ax in fig.axes[:5]] == ["image", "Saliency", "IntegratedGradients", "GradCAM",
+                                                        "Occlusion"]
+    assert all(not ax.get_xticks().size and not ax.get_yticks().size for ax in fig.axes)
+    _save_and_check(fig, tmp_path)
+
+
+def test_attribution_grid_models_two_level_header(tmp_path) -> None:
+    g = torch.Generator().manual_seed(2)
+    maps = {(m, k): torch.rand(2, 1, 12, 16, generator=g) for m in ("resnet", "vit") for k in ("Saliency", "IG")}
+    fig = viz.attribution_grid(_images(2, 3), maps, models=["vit", "resnet"], signed=True)
+    assert len(fig.axes) == 2 * 2 * (1 + 2)  # rows × model blocks × (image + methods)
+    assert [t.get_text() for t in fig.texts] == ["vit", "resnet"]
+    _save_and_check(fig, tmp_path)
+
+
+def test_attribution_grid_rejects_mismatched_inputs() -> None:
+    images = _images(2, 3)
+    with pytest.raises(ValueError, match="titles"):
+        viz.attribution_grid(images, {"a": torch.rand(2, 1, 12, 16)}, titles=["only one"])
+    with pytest.raises(ValueError, match=r"maps\['a'\]"):
+        viz.attribution_grid(images, {"a": torch.rand(3, 1, 12, 16)})
+    with pytest.raises(ValueError, match="kind"):
+        viz.attribution_grid(images, {"a": torch.rand(2, 1, 12, 16)}, kind="nope")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        viz.attribution_grid(images * 3 - 1, {"a": torch.rand(2, 1, 12, 16)})
+
+
+# ---------------------------------------------------------------------------------------- other figures
+@pytest.mark.parametrize("channels", [1, 3])
+def test_image_figures(tmp_path, channels: int) -> None:
+    images = _images(5, channels)
+    fig = viz.image_grid(images, [f"class {i}" for i in range(5)], ncols=3)
+    assert len(fig.axes) == 5  # the sixth, empty cell is removed
+    _save_and_check(fig, tmp_path, "grid.png")
+    adv = (images + 0.03 * torch.randn(images.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    fig = viz.adversarial_grid(images, adv, [f"cat {i}" for i in range(5)], [f"dog {i}" for i in range(5)],
+                               images_per_row=2)
+    assert len(fig.axes) == 5 * 3
+    _save_and_check(fig, tmp_path, "adv.png")
+    fig = viz.uncertainty_strip(images, torch.tensor([0.5, 0.1, 0.9, 0.3, 0.7]), [f"c{i}" for i in range(5)])
+    assert [ax.get_title() for ax in fig.axes] == ["c1", "c3", "c0", "c4", "c2"]  # most certain first
+    _save_and_check(fig, tmp_path, "strip.png")
+    fig = viz.member_votes_figure(images[0], ["a", "b", "c"], [0, 0, 3], torch.rand(3, 4), ["w", "x", "y", "z"],
+                                  torch.tensor([0.5, 0.3, 0.15, 0.05]), k=2)
+    ticks = fig.axes[1].get_yticklabels()
+    top_to_bottom = [t.get_text() for t in sorted(ticks, key=lambda t: -t.get_position()[1])]
+    assert top_to_bottom == ["w", "x", "z"]  # top-2 plus the out-of-top-k vote "z", most probable on top
+    _save_and_check(fig, tmp_path, "votes.png")
+
+
+def test_adversarial_grid_perturbation_panel_is_mid_gray_plus_scaled_delta() -> None:
+    clean = torch.full((1, 1, 4, 4), 0.5)
+    adv = clean.clone()
+    adv[0, 0, 0, 0] += 0.02
+    adv[0, 0, 1, 1] -= 0.01
+    fig = viz.adversarial_grid(clean, adv, perturbation_scale="auto")
+    panel = fig.axes[1].get_images()[0].get_array()
+    assert panel[0, 0] == pytest.approx(1.0) and panel[1, 1] == pytest.approx(0.25) and panel[2, 2] == 0.5
+    fig = viz.adversarial_grid(clean, adv, perturbation_scale=10.0)
+    assert fig.axes[1].get_images()[0].get_array()[0, 0] == pytest.approx(0.7)
+
+
+def test_plot_figures(tmp_path) -> None:
+    cm = np.array([[5, 1, 0], [2, 3, 0], [0, 0, 0]])
+    fig = viz.confusion_matrix_figure(cm, ["cat", "dog", "bird"], normalize=True)
+    assert fig.axes[0].get_images()[0].get_array()[1, 0] == pytest.approx(0.4)
+    assert len(fig.axes[0].texts) == 9
+    _save_and_check(fig, tmp_path, "cm.png")
+    big = viz.confusion_matrix_figure(np.eye(25), normalize=False)
+    assert len(big.axes[0].texts) == 0  # no annotations above 20 classes
+    _save_and_check(big, tmp_path, "cm_big.png")
+    fig = viz.accuracy_vs_eps({"a": ([0, 2 / 255, 8 / 255], [0.9, 0.5, 0.1]), "b": ([0, 8 / 255], [0.7, 0.4])})
+    np.testing.assert_allclose(fig.axes[0].lines[0].get_xdata(), [0, 2, 8])
+    _save_and_check(fig, tmp_path, "eps.png")
+    fig = viz.corruption_heatmap(np.random.default_rng(0).random((3, 5)), ["noise", "blur", "fog"], [1, 2, 3, 4, 5])
+    assert len(fig.axes[0].texts) == 15
+    _save_and_check(fig, tmp_path, "corr.png")
+    fig = viz.per_model_accuracy_figure(["m0", "m1", "ensemble"], [0.8, 0.7, 0.85])
+    _save_and_check(fig, tmp_path, "acc.png")
+
+
+# ------------------------------------------------------------------------------------------------- saving
+class _Boom(Artist):
+    def draw(self, renderer) -> None:
+        raise RuntimeError("boom")
+
+
+def test_save_figure_is_atomic(tmp_path) -> None:
+    path = tmp_path / "out.png"
+    path.write_bytes(b"previous figure")
+    fig = viz.image_grid(_images(2, 3))
+    fig.add_artist(_Boom())
+    with pytest.raises(RuntimeError, match="boom"):
+        viz.save_figure(fig, path, dpi=DPI)
+    assert path.read_bytes() == b"previous figure"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+
+
+def test_save_figure_keeps_requested_format(tmp_path) -> None:
+    fig = viz.image_grid(_images(2, 3))
+    path = viz.save_figure(fig, tmp_path / "sub" / "fig.pdf")
+    assert path.read_bytes().startswith(b"%PDF")
+    with pytest.raises(ValueError, match="path must end in"):
+        viz.save_figure(viz.image_grid(_images(1, 3)), tmp_path / "fig.nope")

@@ -1,0 +1,82 @@
+"""Make ``import torchvision`` (and therefore ``timm``) work with a CPU torch and a CUDA torchvision wheel.
+
+The only torchvision wheel on the CPU machines is a CUDA build whose compiled extension cannot load next to the CPU
+torch. torchvision's Python side still works, except that ``torchvision/_meta_registrations.py`` registers fake
+kernels for ``torchvision::nms``/``qnms`` unconditionally, which raises ``operator torchvision::nms does not exist``.
+When, and only when, the extension does not load, we declare those operator schemas with a pure-torch NMS so the
+import succeeds. On a machine with matching builds this module does nothing.
+
+Import it before torchvision or timm: ``import xai_bench`` does so.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+
+import torch
+
+__all__ = ["TORCHVISION_EXTENSION_LOADED", "nms_reference"]
+
+_LIB: torch.library.Library | None = None
+
+
+def _extension_loads() -> bool:
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or not spec.submodule_search_locations:
+        return True  # torchvision not installed: nothing to patch
+    libs = glob.glob(os.path.join(spec.submodule_search_locations[0], "_C*.so")) + glob.glob(
+        os.path.join(spec.submodule_search_locations[0], "_C*.pyd")
+    )
+    if not libs:
+        return False
+    try:
+        torch.ops.load_library(libs[0])
+    except (OSError, ImportError, RuntimeError):
+        return False
+    return True
+
+
+def nms_reference(dets: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy non-maximum suppression in plain torch (same contract as ``torchvision.ops.nms``)."""
+    if dets.numel() == 0:
+        return torch.empty(0, dtype=torch.long, device=dets.device)
+    order = scores.argsort(descending=True)
+    x1, y1, x2, y2 = dets.unbind(1)
+    areas = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
+    keep = []
+    suppressed = torch.zeros(len(order), dtype=torch.bool, device=dets.device)
+    for i_pos in range(len(order)):
+        if suppressed[i_pos]:
+            continue
+        i = order[i_pos]
+        keep.append(i)
+        rest = order[i_pos + 1 :]
+        xx1 = torch.maximum(x1[i], x1[rest])
+        yy1 = torch.maximum(y1[i], y1[rest])
+        xx2 = torch.minimum(x2[i], x2[rest])
+        yy2 = torch.minimum(y2[i], y2[rest])
+        inter = (xx2 - xx1).clamp(min=0) * (yy2 - yy1).clamp(min=0)
+        iou = inter / (areas[i] + areas[rest] - inter)
+        suppressed[i_pos + 1 :] |= iou > iou_threshold
+    return torch.stack(keep)
+
+
+def _declare_ops() -> None:
+    global _LIB
+    try:
+        torch.ops.torchvision.nms  # noqa: B018  (already declared by someone)
+        return
+    except (AttributeError, RuntimeError):
+        pass
+    _LIB = torch.library.Library("torchvision", "DEF")
+    _LIB.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    _LIB.impl("nms", nms_reference, "CompositeExplicitAutograd")
+    _LIB.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    _LIB.impl("qnms", nms_reference, "CompositeExplicitAutograd")
+
+
+TORCHVISION_EXTENSION_LOADED = _extension_loads()
+if not TORCHVISION_EXTENSION_LOADED:
+    _declare_ops()

@@ -1,0 +1,45 @@
+"""Console entry points (``xai-train`` …) that behave exactly like the top-level scripts."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import xai_bench  # noqa: F401  (patches torchvision first)
+
+
+def _conf_dir() -> str:
+    here = Path(__file__).resolve().parent
+    for cand in (here / "conf", here.parent / "conf"):
+        if cand.is_dir():
+            return str(cand)
+    raise FileNotFoundError("xai_bench config folder not found next to the package")
+
+
+def _main(task: str) -> None:
+    import hydra
+    from omegaconf import DictConfig
+
+    @hydra.main(version_base="1.3", config_path=_conf_dir(), config_name=task)
+    def main(cfg: DictConfig) -> float | None:
+        module = __import__(f"xai_bench.tasks.{task}", fromlist=["run"])
+        return module.run(cfg).get("objective")
+
+    sys.argv[0] = task
+    main()
+
+
+def train() -> None:
+    _main("train")
+
+
+def evaluate() -> None:
+    _main("evaluate")
+
+
+def explain() -> None:
+    _main("explain")
+
+
+def attack() -> None:
+    _main("attack")

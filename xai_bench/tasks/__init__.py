@@ -1,0 +1,1 @@
+"""Tasks: each module has ``run(cfg) -> dict`` taking a composed config; the top-level scripts only wrap them."""

@@ -1,0 +1,197 @@
+"""The training loop: optimiser/schedule from config, early stopping, AMP + channels_last on GPU, atomic per-epoch
+checkpoints with exact resume, and the best model exported as safetensors + JSON."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from tqdm.auto import tqdm
+
+from xai_bench.data import DataBundle, make_loader
+from xai_bench.metrics import predict
+from xai_bench.models import ImageClassifier, save_checkpoint
+from xai_bench.utils import atomic_path, build
+
+LAST = "last.pt"
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    best: float | None = None
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:
+    if best is None:
+        return True
+    return value > best + min_delta if mode == "max" else value < best - min_delta
+
+
+def find_resume_checkpoint(resume: Any, out_dir: Path) -> Path | None:
+    """``resume``: false/None → none; true/"auto" → this run's own last checkpoint if any; a path → a run folder,
+    a ``checkpoints`` folder or a ``last.pt`` file of an earlier run."""
+    if resume in (None, False, "", "false"):
+        return None
+    if resume in (True, "auto", "true"):
+        path = out_dir / "checkpoints" / LAST
+        return path if path.is_file() else None
+    p = Path(str(resume))
+    for cand in (p, p / LAST, p / "checkpoints" / LAST):
+        if cand.is_file():
+            return cand
+    raise FileNotFoundError(f"trainer.resume={resume}: no checkpoint found (looked for {p}, {p / LAST} and "
+                            f"{p / 'checkpoints' / LAST}); point it at an earlier run's output folder")
+
+
+def _save_last(path: Path, model: nn.Module, opt: torch.optim.Optimizer, sched: Any, state: TrainState,
+               device: torch.device) -> None:
+    payload = {
+        "model": model.state_dict(), "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict() if sched is not None else None,
+        "state": {"epoch": state.epoch, "best": state.best, "best_epoch": state.best_epoch,
+                  "bad_epochs": state.bad_epochs, "history": state.history},
+        # The RNG that drives dropout and augmentation: restoring it makes a resumed run equal an uninterrupted one.
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _load_last(path: Path, model: nn.Module, opt: torch.optim.Optimizer, sched: Any, device: torch.device) -> TrainState:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
+        model.load_state_dict(payload["model"])
+    except Exception as exc:  # noqa: BLE001  (zip/pickle/shape errors: all mean "not a usable checkpoint")
+        raise ValueError(f"cannot resume from {path}: {type(exc).__name__}: {exc}. The file is corrupt or was "
+                         "written for another model/dataset; start without trainer.resume") from exc
+    opt.load_state_dict(payload["optimizer"])
+    if sched is not None and payload.get("scheduler") is not None:
+        sched.load_state_dict(payload["scheduler"])
+    torch.set_rng_state(payload["rng"])
+    if device.type == "cuda" and payload.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state_all(payload["cuda_rng"])
+    s = payload["state"]
+    return TrainState(s["epoch"], s["best"], s["best_epoch"], s["bad_epochs"], list(s["history"]))
+
+
+def _train_step(model: nn.Module, batch: dict[str, torch.Tensor], opt: torch.optim.Optimizer,
+                scaler: torch.amp.GradScaler | None, device: torch.device, amp_dtype: torch.dtype | None,
+                channels_last: bool, grad_clip: float | None) -> tuple[float, int, int]:
+    x = batch["image"].to(device, non_blocking=True)
+    y = batch["label"].to(device, non_blocking=True)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits.float(), y)
+    opt.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+    else:
+        loss.backward()
+    if grad_clip:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+    return float(loss.detach()) * len(y), int((logits.argmax(1) == y).sum()), len(y)
+
+
+def fit(model: ImageClassifier, data: DataBundle, cfg: DictConfig, ctx: Any) -> dict[str, Any]:
+    """Train ``model`` on ``data.train``, validating on ``data.val`` each epoch. Returns final metrics.
+
+    ``cfg`` is the whole task config (``trainer``, ``optim``, ``scheduler`` groups); ``ctx`` a ``RunContext``.
+    """
+    tc = cfg.trainer
+    device = ctx.device
+    on_gpu = device.type == "cuda"
+    channels_last = bool(tc.channels_last) if tc.channels_last != "auto" else on_gpu
+    amp_dtype = {"auto": torch.bfloat16 if on_gpu else None, "bf16": torch.bfloat16, "fp16": torch.float16,
+                 False: None, None: None, "none": None}[tc.amp]
+    if amp_dtype is not None and not on_gpu:
+        raise ValueError(f"trainer.amp={tc.amp} needs a GPU; use trainer.amp=auto or none on CPU")
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    opt = build(cfg.optim)(model.parameters())
+    sched = build(cfg.scheduler.scheduler)(opt) if cfg.get("scheduler") and cfg.scheduler.get("scheduler") else None
+    per_step = bool(cfg.get("scheduler") and cfg.scheduler.get("interval") == "step")
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+
+    ckpt_dir = ctx.out_dir / "checkpoints"
+    state = TrainState()
+    resume_from = find_resume_checkpoint(tc.resume, ctx.out_dir)
+    if resume_from is not None:
+        state = _load_last(resume_from, model, opt, sched, device)
+        ctx.metrics["resumed_from"] = str(resume_from)
+        ctx.metrics["resumed_at_epoch"] = state.epoch
+
+    train_loader = make_loader(data.split("train"), tc.batch_size, shuffle=True, seed=int(cfg.seed),
+                               num_workers=tc.num_workers, drop_last=False)
+    val_ds = data.val if data.val is not None else data.split("test")
+    val_loader = make_loader(val_ds, tc.eval_batch_size, num_workers=tc.num_workers)
+    es = tc.early_stopping
+    monitor, mode = es.monitor, es.mode
+    n_batches = len(train_loader) if tc.limit_train_batches is None else min(len(train_loader), tc.limit_train_batches)
+    step = state.epoch * n_batches
+
+    for epoch in range(state.epoch, tc.max_epochs):
+        # Shuffling depends only on (seed, epoch), so a resumed epoch sees the same order as the original.
+        train_loader.generator.manual_seed(int(cfg.seed) * 100_003 + epoch)
+        model.train()
+        loss_sum = correct = seen = 0
+        bar = tqdm(train_loader, total=n_batches, desc=f"epoch {epoch + 1}/{tc.max_epochs}",
+                   disable=not tc.progress, leave=False)
+        for i, batch in enumerate(bar):
+            if i >= n_batches:
+                break
+            l, c, n = _train_step(model, batch, opt, scaler, device, amp_dtype, channels_last, tc.grad_clip)
+            if not math.isfinite(l):
+                raise FloatingPointError(f"training loss became {l} at epoch {epoch + 1}, step {i}; lower optim.lr "
+                                         "or set trainer.grad_clip")
+            loss_sum, correct, seen, step = loss_sum + l, correct + c, seen + n, step + 1
+            if sched is not None and per_step:
+                sched.step()
+            if tc.log_every_n_steps and step % tc.log_every_n_steps == 0:
+                ctx.tracker.log({"train/step_loss": l / n, "lr": opt.param_groups[0]["lr"]}, step=step)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
+        lr = opt.param_groups[0]["lr"]
+        if sched is not None and not per_step:
+            sched.step()
+        val = predict(model, val_loader, device, amp=amp_dtype is not None)
+        val_acc = float((val.probs.argmax(1) == val.labels).float().mean())
+        row = {"epoch": epoch + 1, "train/loss": loss_sum / seen, "train/acc": correct / seen, "val/loss": val.loss,
+               "val/acc": val_acc, "lr": lr}
+        state.history.append(row)
+        state.epoch = epoch + 1
+        ctx.tracker.log(row, step=step)
+        print(f"epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"),
+              flush=True)
+        if monitor not in row:
+            raise ValueError(f"trainer.early_stopping.monitor={monitor!r} is not a logged metric; "
+                             f"choose one of {sorted(k for k in row if k != 'epoch')}")
+        if _improved(row[monitor], state.best, mode, es.min_delta):
+            state.best, state.best_epoch, state.bad_epochs = row[monitor], epoch + 1, 0
+            save_checkpoint(model, ctx.out_dir / "best")
+        else:
+            state.bad_epochs += 1
+        _save_last(ckpt_dir / LAST, model, opt, sched, state, device)
+        if es.patience is not None and state.bad_epochs >= es.patience:
+            print(f"early stopping: {monitor} did not improve by {es.min_delta} for {es.patience} epochs")
+            break
+
+    return {"epochs": state.epoch, "best_epoch": state.best_epoch, f"best/{monitor}": state.best,
+            "history": state.history}
