@@ -16,11 +16,19 @@ import torch
 
 def build(node: Any, **kwargs: Any) -> Any:
     """Instantiate a ``_target_`` config node (``_partial_`` nodes come back as ``functools.partial``)."""
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     if node is None:
         return None
-    return instantiate(node, **kwargs)
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        # Our builders raise errors that already name the config field and the fix; hydra's wrapper would bury
+        # them (and change their type), so surface the original.
+        if isinstance(exc.__cause__, (ValueError, FileNotFoundError, KeyError, RuntimeError, TypeError)):
+            raise exc.__cause__ from None
+        raise
 
 
 def seed_everything(seed: int) -> None:

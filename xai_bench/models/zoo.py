@@ -63,12 +63,13 @@ def small_cnn(num_classes: int, in_chans: int = 3, input_size: int = 32, dropout
     return ImageClassifier(net, num_classes=num_classes, input_size=(in_chans, size, size),
                            arch={"name": "small_cnn", "num_classes": num_classes, "in_chans": in_chans,
                                  "input_size": size, "dropout": dropout}, name="small_cnn",
-                           **_meta(meta, default_layer="net.features.block3.2"))  # last block's ReLU, before pooling
+                           **_meta(meta, default_layer="net.features.block3.2", mean=(0.5,) * in_chans, std=(0.25,) * in_chans))  # last block's ReLU, before pooling
 
 
 @MODELS.register("darknet53")
 def darknet53(num_classes: int, in_chans: int = 3, input_size: int = 64, **meta: Any) -> ImageClassifier:
     """DarkNet-53 (YOLOv3's backbone) as a classifier, from timm (``darknet53``)."""
+    meta = {"mean": (0.5,) * in_chans, "std": (0.25,) * in_chans, **{k: v for k, v in meta.items() if v is not None}}
     return timm_model("darknet53", num_classes=num_classes, in_chans=in_chans, input_size=input_size, **meta)
 
 
@@ -161,7 +162,7 @@ def timm_model(arch: str, *, num_classes: int | None = None, in_chans: int = 3, 
     n = net.num_classes
     if pretrained and n == 1000:
         meta.setdefault("class_names", imagenet_class_names())
-    mean, std = cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD)
+    mean, std = meta.pop("mean", None) or cfg.get("mean", IMAGENET_MEAN), meta.pop("std", None) or cfg.get("std", IMAGENET_STD)
     if in_chans != len(mean):
         mean, std = [sum(mean) / len(mean)] * in_chans, [sum(std) / len(std)] * in_chans
     return ImageClassifier(net, num_classes=n, input_size=(in_chans, side, side),

@@ -1,0 +1,64 @@
+"""Shared fixtures: W&B off, Hydra state cleared, config composition pointed at tmp_path, tiny models and data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import xai_bench  # noqa: F401  (torchvision patch before anything imports it)
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+@pytest.fixture(autouse=True)
+def _no_wandb(monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _clear_hydra():
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    yield
+    GlobalHydra.instance().clear()
+
+
+def compose_cfg(task: str, overrides: list[str], out_dir: Path | str):
+    """Compose ``conf/<task>.yaml`` with overrides, its outputs under ``out_dir``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=task, overrides=[f"paths.output_dir={out_dir}", *overrides])
+
+
+@pytest.fixture
+def compose():
+    return compose_cfg
+
+
+# Overrides that make train.py take seconds: tiny synthetic data, one or two epochs, no tracker.
+TINY_TRAIN = ["dataset.n_train=192", "dataset.n_val=64", "dataset.n_test=64", "dataset.image_size=32",
+              "trainer.batch_size=32", "trainer.eval_batch_size=64", "trainer.progress=false", "logger=none"]
+
+
+@pytest.fixture
+def tiny_train_overrides():
+    return list(TINY_TRAIN)
+
+
+@pytest.fixture
+def tiny_classifier():
+    """A small ImageClassifier (3×32×32 → 3 classes) with a conv layer Grad-CAM can use."""
+    from xai_bench.models import create_model
+
+    torch.manual_seed(0)
+    return create_model("small_cnn", num_classes=3, in_chans=3, input_size=32).eval()

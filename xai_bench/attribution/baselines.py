@@ -1,0 +1,84 @@
+"""Reference inputs ("baselines") for path and perturbation attribution methods.
+
+Integrated Gradients, DeepLift, GradientSHAP, Occlusion, feature ablation, LIME and Kernel SHAP all compare the
+input with a reference that should mean "no information". Which reference is right is an open question (Sturmfels et
+al., "Visualizing the Impact of Feature Attribution Baselines", Distill 2020), so the benchmark makes it a config
+choice: ``zeros`` (black), ``constant`` (e.g. mid grey), ``blurred`` (a Gaussian blur of the input) and ``uniform``
+(seeded uniform noise).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from xai_bench.registry import unknown_name_message
+
+BASELINE_KINDS = ("zeros", "constant", "blurred", "uniform")
+
+
+def make_baseline(
+    kind: str,
+    images: Tensor,
+    *,
+    value: float = 0.0,
+    sigma: float = 5.0,
+    low: float = 0.0,
+    high: float = 1.0,
+    seed: int | None = 0,
+) -> Tensor:
+    """A baseline tensor shaped like ``images`` on the same device and dtype.
+
+    Args:
+        kind: ``"zeros"``, ``"constant"`` (every pixel ``value``), ``"blurred"`` (Gaussian blur of each image with
+            standard deviation ``sigma`` pixels, reflect padding) or ``"uniform"`` (noise in ``[low, high)``).
+        images: N×C×H×W inputs in [0, 1]; only their shape/device/dtype matter except for ``blurred``.
+        value: fill value for ``constant``. Default: 0.0.
+        sigma: blur standard deviation in pixels for ``blurred``. Default: 5.0.
+        low, high: range of ``uniform`` noise. Default: 0, 1.
+        seed: seed of the private generator used by ``uniform`` (the global RNG is left alone, so a baseline does not
+            shift the random stream of the method that uses it); ``None`` draws from the global RNG. Default: 0.
+
+    Returns:
+        N×C×H×W tensor.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"images must be N×C×H×W, got shape {tuple(images.shape)}")
+    if kind == "zeros":
+        return torch.zeros_like(images)
+    if kind == "constant":
+        return torch.full_like(images, float(value))
+    if kind == "blurred":
+        return gaussian_blur(images, sigma)
+    if kind == "uniform":
+        if not high > low:
+            raise ValueError(f"uniform baseline needs high > low, got low={low}, high={high}")
+        gen = None
+        if seed is not None:
+            # CPU generator + copy: a device generator would make the noise depend on the device type.
+            gen = torch.Generator().manual_seed(int(seed))
+        noise = torch.rand(images.shape, generator=gen, dtype=images.dtype)
+        return (low + (high - low) * noise).to(images.device)
+    raise ValueError(unknown_name_message("baseline kind", str(kind), BASELINE_KINDS,
+                                          " Set attribution.baseline to one of these (or null)."))
+
+
+def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur of N×C×H×W ``images`` (σ in pixels, kernel radius 3σ, reflect padding)."""
+    if sigma < 0:
+        raise ValueError(f"blur sigma must be >= 0, got {sigma}")
+    if sigma == 0:
+        return images.clone()
+    _, c, h, w = images.shape
+    # Reflect padding needs pad < size; clamp the radius so tiny images still blur instead of erroring.
+    radius = max(1, min(math.ceil(3 * sigma), h - 1, w - 1))
+    x = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = k / k.sum()
+    out = F.pad(images, (radius, radius, radius, radius), mode="reflect")
+    out = F.conv2d(out, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    out = F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return out

@@ -1,0 +1,161 @@
+"""RISE: saliency as the score-weighted average of random occlusion masks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from xai_bench.attribution._batching import AdaptiveBatcher, default_batch_size, target_indices
+
+__all__ = ["RISE", "generate_rise_masks"]
+
+_MASK_BLOCK = 256  # masks drawn per RNG call (fewer for images above 512×512)
+_MAX_MASK_VALUES = 2**26  # bound on mask values held at once (256 MB in float32)
+
+
+def generate_rise_masks(n_masks: int, input_hw: tuple[int, int], grid_size: int, p: float, *,
+                        device: torch.device | str | None = None, generator: torch.Generator | None = None) -> Tensor:
+    """Random smooth masks as in RISE (Petsiuk et al., 2018), built on ``device`` in one vectorised step.
+
+    Each mask is a ``grid_size``×``grid_size`` binary grid with P(1) = ``p``, bilinearly upsampled to
+    ``(grid_size + 1)`` cells of ``ceil(H / grid_size)``×``ceil(W / grid_size)`` pixels, then cropped to H×W at a
+    random shift of less than one cell, so that mask edges do not all fall on the same pixel grid.
+
+    Args:
+        n_masks: number of masks.
+        input_hw: ``(H, W)`` of the images.
+        grid_size: cells per side ``s`` of the binary grid.
+        p: probability that a cell is kept (1).
+        device: where to build them.
+        generator: RNG for reproducibility (must live on ``device``).
+
+    Returns:
+        Tensor[n_masks, H, W] with values in [0, 1].
+    """
+    h, w = input_hw
+    cell_h, cell_w = math.ceil(h / grid_size), math.ceil(w / grid_size)
+    grid = (torch.rand(n_masks, 1, grid_size, grid_size, device=device, generator=generator) < p).float()
+    up = F.interpolate(grid, size=((grid_size + 1) * cell_h, (grid_size + 1) * cell_w), mode="bilinear",
+                       align_corners=False)[:, 0]
+    dy = torch.randint(0, cell_h, (n_masks, 1), device=device, generator=generator)
+    dx = torch.randint(0, cell_w, (n_masks, 1), device=device, generator=generator)
+    rows = (dy + torch.arange(h, device=device)).unsqueeze(2)  # n×H×1
+    cols = (dx + torch.arange(w, device=device)).unsqueeze(1)  # n×1×W
+    # bilinear weights can overshoot 1 by a rounding error
+    return up[torch.arange(n_masks, device=device).view(-1, 1, 1), rows, cols].clamp_(0.0, 1.0)
+
+
+class RISE:
+    r"""Randomized Input Sampling for Explanation (RISE), a black-box saliency method.
+
+    Petsiuk, Das & Saenko, "RISE: Randomized Input Sampling for Explanation of Black-box Models", BMVC 2018.
+    https://arxiv.org/abs/1806.07421
+
+    The model is queried on the input multiplied by ``n_masks`` random smooth masks; the saliency of a pixel is the
+    average class score over the masks weighted by how much each mask keeps that pixel:
+    :math:`S(x) = \frac{1}{N \cdot p} \sum_i f_c(I \odot M_i) \, M_i(x)`.
+    Masks are generated on the input's device in chunks and every (mask, image) pair is one row of large batched
+    forward passes, so the cost is about ``n_masks × n_images`` images' worth of forward passes. The same masks are
+    used for every image in a call.
+
+    Args:
+        forward_func: model (or any callable) mapping Tensor[N, C, H, W] → Tensor[N, K].
+    """
+
+    def __init__(self, forward_func: Callable[[Tensor], Tensor]) -> None:
+        self.forward_func = forward_func
+
+    def attribute(
+        self,
+        inputs: Tensor,
+        target: int | list[int] | Tensor | None = None,
+        n_masks: int = 4000,
+        grid_size: int = 7,
+        p: float = 0.5,
+        batch_size: int | None = None,
+        seed: int | None = None,
+        show_progress: bool = False,
+        use_softmax: bool = True,
+    ) -> Tensor:
+        r"""
+        Args:
+            inputs: images, Tensor[N, C, H, W].
+            target: class to explain: an int for all images, a list / 1-D tensor of N ints, or ``None`` for the
+                model's prediction on the clean input. Default: None
+            n_masks: number of random masks (the paper uses 4000–8000 for ImageNet). Default: 4000
+            grid_size: cells per side of the low-resolution binary grid. Default: 7
+            p: probability that a grid cell is kept. Default: 0.5
+            batch_size: masked images per forward pass; ``None`` picks one from the device and input size. It is
+                halved automatically on out-of-memory errors. Default: None
+            seed: seed of a private RNG on the input's device, for reproducible masks (the same for any
+                ``batch_size`` on a given device and input size); ``None`` uses the global RNG. Default: None
+            show_progress: show a progress bar over masks. Default: False
+            use_softmax: score each masked image by the softmax probability of ``target`` (as in the paper); set False
+                when the model already outputs probabilities or to weight masks by raw logits. Default: True
+
+        Returns:
+            Tensor[N, 1, H, W] saliency on the input's device.
+        """
+        if not isinstance(inputs, Tensor) or inputs.dim() != 4:
+            raise ValueError(f"inputs must be a Tensor[N, C, H, W], got "
+                             f"{tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__}")
+        if int(n_masks) < 1:
+            raise ValueError(f"n_masks must be >= 1, got {n_masks}")
+        if int(grid_size) < 1:
+            raise ValueError(f"grid_size must be >= 1, got {grid_size}")
+        if not 0.0 < float(p) <= 1.0:
+            raise ValueError(f"p (probability of keeping a cell) must be in (0, 1], got {p}")
+        n_masks, grid_size, p = int(n_masks), int(grid_size), float(p)
+        device = inputs.device
+        n, _, h, w = inputs.shape
+        inputs = inputs.detach()
+        if batch_size is None:
+            model = self.forward_func if isinstance(self.forward_func, torch.nn.Module) else None
+            batch_size = default_batch_size(model, inputs.shape[1:], device)
+        batcher = AdaptiveBatcher(batch_size, device=device)
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=device)
+            generator.manual_seed(int(seed))
+
+        with torch.no_grad():
+            targets = target_indices(self.forward_func, inputs, target)
+            saliency = torch.zeros(n, h, w, device=device, dtype=torch.float32)
+            # masks are drawn in fixed blocks, so a seed gives the same masks whatever the batch size; a chunk
+            # groups enough blocks for a few batches of (mask, image) pairs but never more than ~64 M mask values,
+            # so memory stays bounded however large n_masks is
+            max_masks = max(1, _MAX_MASK_VALUES // (h * w))
+            block = min(_MASK_BLOCK, max_masks)
+            per_chunk = max(1, min(math.ceil(4 * batch_size / n), max_masks) // block)
+            with tqdm(total=n_masks, desc="RISE", disable=not show_progress, leave=False) as bar:
+                for start in range(0, n_masks, per_chunk * block):
+                    blocks = range(start, min(n_masks, start + per_chunk * block), block)
+                    masks = torch.cat([
+                        generate_rise_masks(min(block, n_masks - b), (h, w), grid_size, p, device=device,
+                                            generator=generator)
+                        for b in blocks
+                    ])
+                    m = masks.shape[0]
+                    scores = batcher(self._scorer(inputs, masks, targets, use_softmax), m * n).view(m, n)
+                    saliency += torch.einsum("mn,mhw->nhw", scores.float(), masks)
+                    bar.update(m)
+        return (saliency / (n_masks * p)).unsqueeze(1).to(inputs.dtype)
+
+    def _scorer(self, inputs: Tensor, masks: Tensor, targets: Tensor, use_softmax: bool) -> Callable[[slice], Tensor]:
+        n = inputs.shape[0]
+
+        def score(rows: slice) -> Tensor:
+            # row r of the flattened (mask, image) grid is mask r // n applied to image r % n
+            idx = torch.arange(rows.start, rows.stop, device=inputs.device)
+            mask_idx, img_idx = idx // n, idx % n
+            out = self.forward_func(inputs[img_idx] * masks[mask_idx].unsqueeze(1))
+            if use_softmax:
+                out = out.softmax(dim=1)
+            return out.gather(1, targets[img_idx].unsqueeze(1)).squeeze(1)
+
+        return score

@@ -1,0 +1,98 @@
+"""Accuracy under common corruptions: per corruption × severity, mean corruption error, and which images flipped."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from xai_bench.metrics import topk_correct
+
+
+@torch.no_grad()
+def corruption_correctness(models: dict[str, nn.Module], loader: DataLoader,
+                           suite: dict[str, Callable[[torch.Tensor], torch.Tensor]], device: torch.device, *,
+                           progress: bool = True) -> dict[str, dict[str, torch.Tensor]]:
+    """Top-1 correctness (Bool[N]) of each model on clean images (label ``"clean"``) and under each corruption.
+
+    Each batch is corrupted once per label on ``device`` and shared by all models, so a reference model costs
+    forward passes only.
+    """
+    out: dict[str, dict[str, list[torch.Tensor]]] = {m: defaultdict(list) for m in models}
+    for model in models.values():
+        model.eval()
+    labels = ["clean", *suite]
+    for batch in tqdm(loader, desc="corruptions", disable=not progress, leave=False):
+        x = batch["image"].to(device)
+        if "accept" in batch:
+            accept = batch["accept"].to(device)
+        else:
+            y = batch["label"].to(device)
+            accept = torch.nn.functional.one_hot(y.clamp(min=0), -1).bool() & (y >= 0).unsqueeze(1)
+        for label in labels:
+            xc = x if label == "clean" else suite[label](x)
+            for name, model in models.items():
+                probs = model(xc).softmax(1)
+                acc = accept if accept.shape[1] == probs.shape[1] else _pad(accept, probs.shape[1])
+                out[name][label].append(topk_correct(probs, acc, 1).cpu())
+    return {m: {k: torch.cat(v) for k, v in d.items()} for m, d in out.items()}
+
+
+def _pad(accept: torch.Tensor, k: int) -> torch.Tensor:
+    pad = torch.zeros(accept.shape[0], k, dtype=torch.bool, device=accept.device)
+    pad[:, : accept.shape[1]] = accept[:, :k]
+    return pad
+
+
+def split_label(label: str) -> tuple[str, int | None]:
+    """``"fog/3"`` → ("fog", 3); a custom label has no severity."""
+    name, _, sev = label.rpartition("/")
+    return (name, int(sev)) if name and sev.isdigit() else (label, None)
+
+
+def corruption_summary(correct: dict[str, torch.Tensor],
+                       reference: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """Accuracy per label, per corruption (mean over severities), mean corruption error relative to clean and,
+    with a reference model, Hendrycks & Dietterich's mCE and relative mCE (ratios of summed errors per corruption)."""
+    acc = {k: float(v.float().mean()) for k, v in correct.items()}
+    clean_err = 1 - acc["clean"]
+    by_corruption: dict[str, list[str]] = defaultdict(list)
+    for label in correct:
+        if label != "clean":
+            by_corruption[split_label(label)[0]].append(label)
+    summary: dict[str, Any] = {"accuracy": acc, "clean_accuracy": acc["clean"]}
+    if not by_corruption:
+        return summary
+    errs = {c: [1 - acc[lb] for lb in labels] for c, labels in by_corruption.items()}
+    summary["corruption_accuracy"] = {c: 1 - sum(e) / len(e) for c, e in errs.items()}
+    summary["mean_corruption_error"] = sum(sum(e) / len(e) for e in errs.values()) / len(errs)
+    summary["relative_corruption_error"] = summary["mean_corruption_error"] - clean_err
+    if reference is not None:
+        ref_acc = {k: float(v.float().mean()) for k, v in reference.items()}
+        ref_clean_err = 1 - ref_acc["clean"]
+        ce, rel = [], []
+        for c, labels in by_corruption.items():
+            e = sum(1 - acc[lb] for lb in labels)
+            r = sum(1 - ref_acc[lb] for lb in labels)
+            ce.append(e / r if r > 0 else float("nan"))
+            dr = r - len(labels) * ref_clean_err
+            rel.append((e - len(labels) * clean_err) / dr if dr > 0 else float("nan"))
+        summary["mCE"] = sum(ce) / len(ce)
+        summary["relative_mCE"] = sum(rel) / len(rel)
+    return summary
+
+
+def flip_rows(correct: dict[str, torch.Tensor], names: list[str]) -> list[dict[str, Any]]:
+    """Per image: correct or not on the clean image and under each alteration, and how many alterations flipped it."""
+    rows = []
+    labels = [k for k in correct if k != "clean"]
+    for i, name in enumerate(names):
+        row: dict[str, Any] = {"image": name, "clean": bool(correct["clean"][i])}
+        row.update({k: bool(correct[k][i]) for k in labels})
+        row["flipped"] = sum(row["clean"] != row[k] for k in labels)
+        rows.append(row)
+    return rows

@@ -1,0 +1,96 @@
+"""``evaluate.py``: accuracy (top-1/top-5 with reference sets), per-class accuracy, confusion matrix, calibration,
+a per-image top-k table, and accuracy under a corruption suite."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import Subset
+
+from xai_bench import viz
+from xai_bench.data import make_loader
+from xai_bench.metrics import classification_report, predict
+from xai_bench.tasks.common import RunContext, run_context
+from xai_bench.tasks.setup import build_data, build_model
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    with run_context(cfg, "evaluate") as ctx:
+        data = build_data(cfg)
+        model = build_model(cfg, data).to(ctx.device).eval()
+        ds = data.split(cfg.split)
+        if cfg.get("max_images"):
+            ds = Subset(ds, range(min(int(cfg.max_images), len(ds))))
+        loader = make_loader(ds, cfg.batch_size, num_workers=cfg.num_workers)
+        with ctx.timer("predict"):
+            preds = predict(model, loader, ctx.device, progress=cfg.progress)
+        class_names = model.class_names
+        report = classification_report(preds, class_names)
+        if report["n"]:
+            ctx.metrics.update({k: report[k] for k in ("n", "top1", "top5", "loss", "ece", "per_class_acc")})
+            ctx.metrics["objective"] = report["top1"]
+            print(f"{model.name} on {data.name}/{cfg.split}: top-1 {report['top1']:.4f}  top-5 {report['top5']:.4f}"
+                  f"  ECE {report['ece']:.4f}  (n={report['n']})")
+            if len(class_names) <= 50:
+                ctx.figure("confusion_matrix", viz.confusion_matrix_figure(report["confusion_matrix"].numpy(),
+                                                                           class_names))
+            fig, _ = viz.reliability_diagram(report["_conf"].numpy(), report["_correct"].numpy())
+            ctx.figure("reliability_diagram", fig)
+        ctx.table("predictions", _topk_rows(preds, class_names, int(cfg.topk)))
+        if len(preds.names) <= 32:
+            for row in _topk_rows(preds, class_names, 1):
+                print(f"  {row['image']}: {row['top1']} ({row['top1_prob']:.3f})"
+                      + ("" if row["correct"] is None else "  ✓" if row["correct"] else "  ✗"))
+        if cfg.get("corruption") and (cfg.corruption.get("names") or cfg.corruption.get("custom")):
+            _evaluate_corruptions(cfg, ctx, model, loader, preds.names)
+        return dict(ctx.metrics)
+
+
+def _topk_rows(preds: Any, class_names: list[str], k: int) -> list[dict[str, Any]]:
+    top = preds.probs.topk(min(k, preds.probs.shape[1]), dim=1)
+    rows = []
+    for i, name in enumerate(preds.names):
+        scored = bool(preds.accept[i].any())
+        row: dict[str, Any] = {"image": name,
+                               "label": class_names[preds.labels[i]] if preds.labels[i] >= 0 else "",
+                               "correct": bool(preds.accept[i, top.indices[i, 0]]) if scored else None}
+        for j in range(top.indices.shape[1]):
+            row[f"top{j + 1}"] = class_names[top.indices[i, j]]
+            row[f"top{j + 1}_prob"] = round(float(top.values[i, j]), 4)
+        rows.append(row)
+    return rows
+
+
+def _evaluate_corruptions(cfg: DictConfig, ctx: RunContext, model: torch.nn.Module, loader: Any,
+                          names: list[str]) -> None:
+    from xai_bench.corruptions import build_suite
+    from xai_bench.models import create_model
+    from xai_bench.robustness import corruption_correctness, corruption_summary, flip_rows, split_label
+
+    suite = build_suite(cfg.corruption)
+    models = {"model": model}
+    if cfg.get("reference_model"):
+        node = OmegaConf.to_container(cfg.reference_model, resolve=True)
+        models["reference"] = create_model(**node).to(ctx.device).eval()  # type: ignore[arg-type]
+    with ctx.timer("corruptions"):
+        correct = corruption_correctness(models, loader, suite, ctx.device, progress=cfg.progress)
+    summary = corruption_summary(correct["model"], correct.get("reference"))
+    ctx.metrics["corruptions"] = summary
+    for key in ("mean_corruption_error", "relative_corruption_error", "mCE", "relative_mCE"):
+        if key in summary:
+            ctx.metrics[key] = summary[key]
+            print(f"{key}: {summary[key]:.4f}")
+    acc = summary["accuracy"]
+    ctx.table("corruption_accuracy", [{"corruption": split_label(k)[0], "severity": split_label(k)[1], "label": k,
+                                       "accuracy": v} for k, v in acc.items()])
+    ctx.table("flips", flip_rows(correct["model"], names))
+    graded = sorted({split_label(k)[0] for k in acc if split_label(k)[1] is not None})
+    if graded:
+        sevs = sorted({split_label(k)[1] for k in acc if split_label(k)[1] is not None})
+        grid = [[acc.get(f"{c}/{s}", float("nan")) for s in sevs] for c in graded]
+        ctx.figure("corruption_heatmap", viz.corruption_heatmap(grid, graded, sevs))
+    custom = [k for k in acc if split_label(k)[1] is None]
+    ctx.figure("corruption_accuracy", viz.per_model_accuracy_figure(custom, [acc[k] for k in custom],
+                                                                    highlight=("clean",)))
