@@ -127,17 +127,8 @@ def fit(model: ImageClassifier, data: DataBundle, cfg: DictConfig, ctx: Any) -> 
     if channels_last:
         model.to(memory_format=torch.channels_last)
     opt = build(cfg.optim)(model.parameters())
-    sched = build(cfg.scheduler.scheduler)(opt) if cfg.get("scheduler") and cfg.scheduler.get("scheduler") else None
     per_step = bool(cfg.get("scheduler") and cfg.scheduler.get("interval") == "step")
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-
-    ckpt_dir = ctx.out_dir / "checkpoints"
-    state = TrainState()
-    resume_from = find_resume_checkpoint(tc.resume, ctx.out_dir)
-    if resume_from is not None:
-        state = _load_last(resume_from, model, opt, sched, device)
-        ctx.metrics["resumed_from"] = str(resume_from)
-        ctx.metrics["resumed_at_epoch"] = state.epoch
 
     train_loader = make_loader(data.split("train"), tc.batch_size, shuffle=True, seed=int(cfg.seed),
                                num_workers=tc.num_workers, drop_last=False)
@@ -146,6 +137,20 @@ def fit(model: ImageClassifier, data: DataBundle, cfg: DictConfig, ctx: Any) -> 
     es = tc.early_stopping
     monitor, mode = es.monitor, es.mode
     n_batches = len(train_loader) if tc.limit_train_batches is None else min(len(train_loader), tc.limit_train_batches)
+    sched = None
+    if cfg.get("scheduler") and cfg.scheduler.get("scheduler"):
+        node = cfg.scheduler.scheduler
+        # Per-step schedules (OneCycle) need the run's length, which only the loader knows.
+        extra = {"total_steps": tc.max_epochs * n_batches} if "total_steps" in node and node.total_steps is None else {}
+        sched = build(node)(opt, **extra)
+    ckpt_dir = ctx.out_dir / "checkpoints"
+    state = TrainState()
+    resume_from = find_resume_checkpoint(tc.resume, ctx.out_dir)
+    if resume_from is not None:
+        state = _load_last(resume_from, model, opt, sched, device)
+        ctx.metrics["resumed_from"] = str(resume_from)
+        ctx.metrics["resumed_at_epoch"] = state.epoch
+
     step = state.epoch * n_batches
 
     for epoch in range(state.epoch, tc.max_epochs):

@@ -1,0 +1,251 @@
+"""Datasets. Each builder returns a :class:`DataBundle` whose items are dicts (see ``data/base.py``).
+
+A dataset config is a ``_target_`` node pointing at one of the builders below; add a dataset by writing a builder
+here (or anywhere importable) and one YAML file in ``conf/dataset/``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from xai_bench.data.base import DataBundle, TransformedDataset, random_split
+from xai_bench.data.folders import FolderDataset, ImageListDataset, list_images, read_labels
+from xai_bench.data.synthetic import SHAPES, SyntheticShapes
+from xai_bench.data.transforms import build_augment, eval_transform, load_image
+
+__all__ = ["DataBundle", "synthetic_shapes", "fashion_mnist", "mnist", "cifar10", "digits", "imagefolder", "images",
+           "samples", "make_loader", "prepare_for_model", "load_image", "SAMPLE_PHOTOS"]
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+class TensorImages(Dataset):
+    """Images held in memory as a uint8 or float tensor (N×C×H×W) with integer labels."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        if images.ndim == 3:
+            images = images.unsqueeze(1)
+        self.images, self.labels = images, labels.long()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        img = self.images[i]
+        img = img.float().div(255.0) if img.dtype == torch.uint8 else img.float()
+        return {"image": img, "label": int(self.labels[i])}
+
+
+def _with_augment(bundle: DataBundle, augment: dict[str, Any] | None) -> DataBundle:
+    transform = build_augment(dict(augment) if augment else None, bundle.image_size)
+    if transform is not None and bundle.train is not None:
+        bundle.train = TransformedDataset(bundle.train, transform)
+    return bundle
+
+
+def synthetic_shapes(n_train: int = 10000, n_val: int = 1000, n_test: int = 1000, image_size: int = 32,
+                     num_classes: int = 6, seed: int = 0, clutter: int = 4, noise: float = 0.06,
+                     scale: Sequence[float] = (0.2, 0.38), augment: dict[str, Any] | None = None,
+                     **_: Any) -> DataBundle:
+    """Procedural shapes with masks (see ``data/synthetic.py``); splits use disjoint seeds."""
+    kw = dict(image_size=image_size, num_classes=num_classes, clutter=clutter, noise=noise,
+              scale=(float(scale[0]), float(scale[1])))
+    bundle = DataBundle(
+        name="synthetic_shapes", num_classes=num_classes, class_names=list(SHAPES[:num_classes]), channels=3,
+        image_size=image_size, has_masks=True,
+        train=SyntheticShapes(n_train, seed=3 * seed, **kw) if n_train else None,
+        val=SyntheticShapes(n_val, seed=3 * seed + 1, **kw) if n_val else None,
+        test=SyntheticShapes(n_test, seed=3 * seed + 2, **kw) if n_test else None)
+    return _with_augment(bundle, augment)
+
+
+def _stage_debian_fashion_mnist(root: Path) -> None:
+    """Copy the idx files of Debian's ``dataset-fashion-mnist`` into torchvision's layout (``root/FashionMNIST/raw``)."""
+    raw = root / "FashionMNIST" / "raw"
+    for gz in sorted(DEBIAN_FASHION_MNIST.glob("*-ubyte.gz")):
+        target = raw / gz.name[:-3]
+        if not target.exists():
+            raw.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(".part")
+            with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            tmp.replace(target)
+
+
+def _torchvision_split(cls_name: str, root: str, train: bool, download: bool) -> Any:
+    import torchvision
+
+    cls = getattr(torchvision.datasets, cls_name)
+    try:
+        return cls(root, train=train, download=download)
+    except RuntimeError as exc:
+        raise FileNotFoundError(
+            f"{cls_name} not found under dataset.root={root} ({exc}). Set dataset.download=true where there is "
+            f"network, or place the files where torchvision expects them.") from exc
+
+
+def _mnist_like(name: str, cls_name: str, class_names: Sequence[str], root: str, download: bool, val_fraction: float,
+                seed: int, augment: dict[str, Any] | None) -> DataBundle:
+    train_all = _torchvision_split(cls_name, root, True, download)
+    test = _torchvision_split(cls_name, root, False, download)
+    full = TensorImages(train_all.data, torch.as_tensor(train_all.targets))
+    train, val = random_split(full, [1 - val_fraction, val_fraction], seed) if val_fraction else (full, None)
+    bundle = DataBundle(name=name, train=train, val=val, test=TensorImages(test.data, torch.as_tensor(test.targets)),
+                        num_classes=len(class_names), class_names=list(class_names), channels=1, image_size=28)
+    return _with_augment(bundle, augment)
+
+
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot")
+
+
+def fashion_mnist(root: str = "data", download: bool = False, val_fraction: float = 0.1, seed: int = 0,
+                  augment: dict[str, Any] | None = None, **_: Any) -> DataBundle:
+    """Fashion-MNIST through torchvision's loader; offline it reads Debian's ``dataset-fashion-mnist`` package."""
+    if not download and DEBIAN_FASHION_MNIST.is_dir():
+        _stage_debian_fashion_mnist(Path(root))
+    return _mnist_like("fashion_mnist", "FashionMNIST", FASHION_CLASSES, root, download, val_fraction, seed, augment)
+
+
+def mnist(root: str = "data", download: bool = False, val_fraction: float = 0.1, seed: int = 0,
+          augment: dict[str, Any] | None = None, **_: Any) -> DataBundle:
+    return _mnist_like("mnist", "MNIST", [str(i) for i in range(10)], root, download, val_fraction, seed, augment)
+
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def cifar10(root: str = "data", download: bool = False, val_fraction: float = 0.1, seed: int = 0,
+            augment: dict[str, Any] | None = None, **_: Any) -> DataBundle:
+    train_all = _torchvision_split("CIFAR10", root, True, download)
+    test = _torchvision_split("CIFAR10", root, False, download)
+    to_t = lambda a: torch.as_tensor(a).permute(0, 3, 1, 2).contiguous()  # noqa: E731  (N×H×W×C uint8 → N×C×H×W)
+    full = TensorImages(to_t(train_all.data), torch.as_tensor(train_all.targets))
+    train, val = random_split(full, [1 - val_fraction, val_fraction], seed) if val_fraction else (full, None)
+    bundle = DataBundle(name="cifar10", train=train, val=val,
+                        test=TensorImages(to_t(test.data), torch.as_tensor(test.targets)), num_classes=10,
+                        class_names=list(CIFAR10_CLASSES), channels=3, image_size=32)
+    return _with_augment(bundle, augment)
+
+
+def digits(image_size: int = 16, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0,
+           augment: dict[str, Any] | None = None, **_: Any) -> DataBundle:
+    """scikit-learn's bundled 8×8 digits (1,797 images), upsampled to ``image_size``."""
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.as_tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    if image_size != 8:
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False).clamp(0, 1)
+    full = TensorImages(x, torch.as_tensor(d.target))
+    train, val, test = random_split(full, [1 - val_fraction - test_fraction, val_fraction, test_fraction], seed)
+    bundle = DataBundle(name="digits", train=train, val=val, test=test, num_classes=10,
+                        class_names=[str(i) for i in range(10)], channels=1, image_size=image_size)
+    return _with_augment(bundle, augment)
+
+
+def imagefolder(root: str, image_size: int = 64, channels: int = 3, val_fraction: float = 0.15,
+                test_fraction: float = 0.0, seed: int = 0, augment: dict[str, Any] | None = None,
+                **_: Any) -> DataBundle:
+    """A class-per-folder dataset (``root/<class>/<image>``) split into train/val(/test) by ``seed``."""
+    full = FolderDataset(root, image_size, channels)
+    fractions = [1 - val_fraction - test_fraction, val_fraction] + ([test_fraction] if test_fraction else [])
+    parts = random_split(full, fractions, seed)
+    bundle = DataBundle(name=f"imagefolder:{Path(root).name}", train=parts[0], val=parts[1],
+                        test=parts[2] if test_fraction else None, num_classes=len(full.classes),
+                        class_names=full.classes, channels=channels, image_size=image_size)
+    return _with_augment(bundle, augment)
+
+
+def images(root: str | None = None, paths: Sequence[str] | None = None, labels: str | dict | None = None,
+           num_classes: int = 1000, class_names: Sequence[str] | None = None, channels: int = 3,
+           **_: Any) -> DataBundle:
+    """A folder (``root``) or list (``paths``) of arbitrary photos to classify; not for training.
+
+    ``labels``: a JSON/YAML file or a mapping of file name → class id, list of accepted ids (a reference set:
+    ImageNet turtles 33–37 all count), or ``{label: id, accept: [...]}``. Unlabelled photos are classified only.
+    """
+    if (root is None) == (paths is None):
+        raise ValueError("images dataset needs exactly one of dataset.root (a folder) or dataset.paths (a list)")
+    files = list_images(root) if root is not None else [Path(p) for p in paths]  # type: ignore[union-attr]
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"image file(s) listed in dataset.paths do not exist: {missing}")
+    mapping = read_labels(labels) if isinstance(labels, (str, Path)) else dict(labels or {})
+    if class_names is None and num_classes == 1000:
+        from xai_bench.models import imagenet_class_names
+
+        class_names = imagenet_class_names()
+    ds = ImageListDataset(files, num_classes, mapping, channels)
+    return DataBundle(name="images", train=None, val=None, test=ds, num_classes=num_classes,
+                      class_names=list(class_names or [str(i) for i in range(num_classes)]), channels=channels,
+                      image_size=None)
+
+
+def _sample_photos() -> dict[str, tuple[Path, list[int]]]:
+    """Real photographs that ship inside installed packages, with their ImageNet reference sets."""
+    import matplotlib.cbook
+    import skimage.data
+
+    sk = Path(skimage.data.__file__).parent
+    return {
+        # the five ImageNet domestic-cat classes: tabby, tiger cat, Persian, Siamese, Egyptian cat
+        "chelsea": (sk / "chelsea.png", [281, 282, 283, 284, 285]),
+        # espresso, cup, coffee mug
+        "coffee": (sk / "coffee.png", [967, 968, 504]),
+        # missile, projectile, space shuttle
+        "rocket": (sk / "rocket.jpg", [657, 744, 812]),
+        # moped, motor scooter, disk brake, crash helmet
+        "motorcycle": (sk / "motorcycle_left.png", [665, 670, 535, 518]),
+        # the cameraman: tripod, reflex camera (grayscale photo, replicated to RGB)
+        "cameraman": (sk / "camera.png", [872, 759]),
+        # military uniform, suit, bow tie, Windsor tie. Not in the default list: EfficientNet-Lite0 calls her
+        # 'academic gown' (0.24) ahead of 'military uniform' (0.21) — a useful hard case, selectable by name.
+        "grace_hopper": (Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)),
+                         [652, 834, 457, 906]),
+    }
+
+
+SAMPLE_PHOTOS = ("chelsea", "coffee", "rocket", "motorcycle", "cameraman")
+
+
+def samples(names: Sequence[str] | None = None, **_: Any) -> DataBundle:
+    """The bundled photos (scikit-image, matplotlib) with ImageNet reference sets: offline demos."""
+    photos = _sample_photos()
+    names = list(names or SAMPLE_PHOTOS)
+    unknown = [n for n in names if n not in photos]
+    if unknown:
+        raise ValueError(f"unknown sample photo(s) {unknown} in dataset.names; available: {sorted(photos)}")
+    from xai_bench.models import imagenet_class_names
+
+    labels = {n: {"label": photos[n][1][0], "accept": photos[n][1]} for n in names}
+    ds = ImageListDataset([photos[n][0] for n in names], 1000, labels, channels=3, names=names)
+    return DataBundle(name="samples", train=None, val=None, test=ds, num_classes=1000,
+                      class_names=imagenet_class_names(), channels=3, image_size=None)
+
+
+def prepare_for_model(bundle: DataBundle, model: Any) -> DataBundle:
+    """Give photo datasets (which keep their own sizes) the model's eval transform; check shapes agree otherwise."""
+    for split in ("train", "val", "test"):
+        ds = getattr(bundle, split)
+        if isinstance(ds, ImageListDataset):
+            ds.set_transform(eval_transform(model.input_size, model.resize_size))
+    if bundle.image_size is not None and bundle.channels != model.input_size[0]:
+        raise ValueError(f"dataset {bundle.name!r} has {bundle.channels}-channel images but model {model.name!r} "
+                         f"takes {model.input_size[0]} channels; set model.in_chans={bundle.channels}")
+    return bundle
+
+
+def make_loader(ds: Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0, num_workers: int = 0,
+                drop_last: bool = False) -> DataLoader:
+    """A DataLoader whose shuffling is driven by its own generator (seeded per epoch by the trainer)."""
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g, num_workers=num_workers,
+                      drop_last=drop_last, persistent_workers=num_workers > 0)

@@ -1,0 +1,98 @@
+"""Image decoding, train-time augmentation from config, and eval transforms that follow the model's input policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+def load_image(path: str | Path, channels: int = 3) -> Image.Image:
+    """Decode ``path`` with Pillow into an 8-bit RGB (channels=3) or L (channels=1) image.
+
+    16-bit images are rescaled to 8 bits, RGBA/LA are composited on white (a transparent background otherwise turns
+    black and becomes a spurious feature), palette images are expanded. Undecodable files raise ``ValueError``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file {path} does not exist")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            img = im
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"cannot decode image {path}: {exc}. Remove it or convert it to PNG/JPEG.") from exc
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray(np.clip(arr * (255.0 if arr.max() <= 1 else 1.0), 0, 255).astype(np.uint8), mode="L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA"):
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img.convert("RGBA"))
+    if channels == 1:
+        return img.convert("L")
+    if channels == 3:
+        return img.convert("RGB")
+    raise ValueError(f"images can be loaded with 1 or 3 channels, not {channels}")
+
+
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    arr = np.asarray(img, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def build_augment(cfg: dict[str, Any] | None, image_size: int | None = None) -> Callable | None:
+    """Train-time augmentation from config keys ``rotation`` (degrees), ``translate`` (fraction), ``crop_padding``
+    (pixels, random crop after padding), ``hflip`` (bool), ``scale`` ([min, max] zoom). Works on C×H×W tensors."""
+    if not cfg:
+        return None
+    from torchvision.transforms import v2
+
+    known = {"rotation", "translate", "crop_padding", "hflip", "scale"}
+    unknown = set(cfg) - known
+    if unknown:
+        raise ValueError(f"unknown augmentation option(s) {sorted(unknown)} in dataset.augment; known: {sorted(known)}")
+    ops: list[Callable] = []
+    if cfg.get("crop_padding"):
+        if image_size is None:
+            raise ValueError("dataset.augment.crop_padding needs a fixed dataset.image_size")
+        ops.append(v2.RandomCrop(image_size, padding=int(cfg["crop_padding"]), padding_mode="reflect"))
+    if cfg.get("hflip"):
+        ops.append(v2.RandomHorizontalFlip())
+    rotation, translate, scale = cfg.get("rotation") or 0, cfg.get("translate") or 0, cfg.get("scale")
+    if rotation or translate or scale:
+        ops.append(v2.RandomAffine(degrees=float(rotation), translate=(translate, translate) if translate else None,
+                                   scale=tuple(scale) if scale else None))
+    return v2.Compose(ops) if ops else None
+
+
+def eval_transform(input_size: tuple[int, int, int], resize_size: int | None = None) -> Callable[[Image.Image], torch.Tensor]:
+    """PIL image → C×H×W tensor in [0, 1] following a model's policy: resize the shorter side to ``resize_size``
+    and centre-crop to ``input_size`` (ImageNet style), or resize straight to ``input_size`` when it is ``None``."""
+    from torchvision.transforms import v2
+
+    c, h, w = input_size
+    steps: list[Callable] = []
+    if resize_size:
+        steps += [v2.Resize(int(resize_size), antialias=True), v2.CenterCrop((h, w))]
+    else:
+        steps += [v2.Resize((h, w), antialias=True)]
+    resize = v2.Compose(steps)
+
+    def apply(img: Image.Image) -> torch.Tensor:
+        img = img.convert("L" if c == 1 else "RGB")
+        return resize(pil_to_tensor(img)).clamp_(0, 1)
+
+    return apply
