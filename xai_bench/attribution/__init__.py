@@ -1,5 +1,6 @@
 """Attribution methods Captum lacks (RISE, Score-CAM, Eigen-CAM, Grad-CAM++, ForGrad), guided methods that refuse
-activations they cannot handle, and the adaptive batching helpers the runner shares."""
+activations they cannot handle, the adaptive batching helpers the runner shares, and the runner that turns a
+``conf/attribution/*.yaml`` node into an :class:`Explainer` (``build_attribution``)."""
 
 from xai_bench.attribution._batching import (
     AdaptiveBatcher,
@@ -8,26 +9,35 @@ from xai_bench.attribution._batching import (
     run_batched,
     target_indices,
 )
+from xai_bench.attribution.baselines import make_baseline
 from xai_bench.attribution.cam import EigenCAM, GradCAMPlusPlus, ScoreCAM
 from xai_bench.attribution.forgrad import ForGrad, forgrad_filter
 from xai_bench.attribution.guided import Deconvolution, GuidedBackprop, GuidedGradCam, check_guided_support
 from xai_bench.attribution.rise import RISE, generate_rise_masks
+from xai_bench.attribution.runner import Explainer, build_attribution, expand_targets, to_display
+from xai_bench.attribution.superpixels import superpixel_masks
 
 __all__ = [
     "RISE",
     "AdaptiveBatcher",
     "Deconvolution",
     "EigenCAM",
+    "Explainer",
     "ForGrad",
     "GradCAMPlusPlus",
     "GuidedBackprop",
     "GuidedGradCam",
     "ScoreCAM",
+    "build_attribution",
     "check_guided_support",
     "default_batch_size",
+    "expand_targets",
     "forgrad_filter",
     "generate_rise_masks",
     "is_out_of_memory",
+    "make_baseline",
     "run_batched",
+    "superpixel_masks",
     "target_indices",
+    "to_display",
 ]

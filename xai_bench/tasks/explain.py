@@ -1,0 +1,328 @@
+"""``explain.py``: attribution maps of a classifier's predictions for a set of methods, drawn images × methods.
+
+The methods come from ``conf/attribution/*.yaml``: either the set under ``methods`` (the default, several files of
+the ``attribution`` group loaded at once through package overrides) or the single ``attribution`` node when one is
+selected (``attribution=gradcam``, or a sweep ``-m attribution=saliency,gradcam``). Each (image, target class) gets
+one map per method; the run writes a grid figure, a per-map table, ``maps.safetensors`` and ``results.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, ListConfig
+from torch import Tensor, nn
+from torch.utils.data import Subset
+from tqdm.auto import tqdm
+
+from xai_bench import viz
+from xai_bench.attribution.runner import CONFIG_KEYS, Explainer, build_attribution, expand_targets
+from xai_bench.data import make_loader
+from xai_bench.tasks.common import RunContext, run_context
+from xai_bench.tasks.setup import build_data, build_model
+from xai_bench.utils import atomic_path, seed_everything
+
+FIGURE_KINDS = ("overlay", "heatmap", "isolines", "signed", "all")
+# Methods whose maps carry evidence for (+) and against (−) the class: drawn with a diverging colormap.
+SIGNED_CLASSES = {"IntegratedGradients", "DeepLift", "DeepLiftShap", "GradientShap", "InputXGradient", "Lime",
+                  "KernelShap", "Occlusion", "FeatureAblation", "ShapleyValueSampling", "LayerIntegratedGradients",
+                  "LayerDeepLift", "LayerGradientXActivation"}
+# Forward-only methods: bf16 autocast is safe for them (no backward pass through low-precision activations).
+FORWARD_ONLY_CLASSES = {"Occlusion", "FeatureAblation", "RISE", "ScoreCAM", "Lime", "KernelShap",
+                        "ShapleyValueSampling", "FeaturePermutation"}
+_RESERVED_KEYS = ("images", "targets", "image_index")
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Explain the first ``max_images`` images of ``cfg.split`` with every selected method (see conf/explain.yaml).
+
+    Returns:
+        The run's metrics: ``n_images``, ``n_maps``, ``methods``, ``seconds/<method>``, ``skipped`` (methods the
+        model does not support, with ``skip_unsupported: true``).
+    """
+    with run_context(cfg, "explain") as ctx:
+        # config mistakes fail before any data or model is loaded (and still land in results.json)
+        methods = method_nodes(cfg)
+        fig_cfg = cfg.get("figure") or {}
+        kind = fig_cfg.get("kind", "overlay")
+        if kind not in FIGURE_KINDS:
+            raise ValueError(f"figure.kind must be one of {FIGURE_KINDS}, got {kind!r}")
+        data = build_data(cfg)
+        model = build_model(cfg, data).to(ctx.device).eval()
+        ds = data.split(cfg.split)
+        if cfg.get("max_images"):
+            ds = Subset(ds, range(min(int(cfg.max_images), len(ds))))  # type: ignore[arg-type]
+        if len(ds) == 0:  # type: ignore[arg-type]
+            raise ValueError(f"split {cfg.split!r} of dataset {data.name!r} is empty; pick another split")
+        with ctx.timer("predict"):
+            images, labels, names, probs = _load_and_predict(model, ds, cfg, ctx.device)
+        class_names = list(getattr(model, "class_names", None) or data.class_names)
+        targets = resolve_targets(cfg.get("target", "predicted"), probs, labels, names,
+                                  num_classes=probs.shape[1], top_k=int(cfg.get("top_k", 1)), dataset=data.name)
+        n, t = targets.shape
+        x, flat_t = expand_targets(images, targets)  # row r = image r // t, class flat_t[r]
+        image_index = torch.arange(n).repeat_interleave(t)
+
+        maps, signed = _attribute_all(ctx, model, methods, images, targets, names, image_index, fig_cfg)
+        flat_t = flat_t.cpu()
+
+        pred = probs.argmax(1)
+        row_titles = [_row_title(class_names, int(pred[image_index[r]]), float(probs[image_index[r]].max()),
+                                 int(flat_t[r]), float(probs[image_index[r], flat_t[r]])) for r in range(n * t)]
+        x_cpu = x.detach().float().cpu()
+        grid_paths = _draw_grids(ctx, x_cpu, maps, signed, row_titles, fig_cfg, kind)
+        map_paths = _draw_per_map(ctx, x_cpu, maps, signed, names, image_index, flat_t, class_names, probs,
+                                  fig_cfg, kind) if fig_cfg.get("per_map") else {}
+        ctx.table("maps", _table_rows(maps, names, image_index, flat_t, class_names, probs, map_paths,
+                                      grid_paths[0]))
+        if cfg.get("save_maps", True):
+            _save_maps(ctx, maps, x_cpu, flat_t, image_index, names, class_names)
+        ctx.metrics.update({"n_images": n, "n_maps": n * t * len(maps), "methods": list(maps)})
+        print(f"explained {n} image(s) × {t} target(s) with {len(maps)} method(s): "
+              + ", ".join(f"{k} {ctx.timings[f'attr/{k}']:.1f}s" for k in maps) + f"  → {grid_paths[0]}")
+        return dict(ctx.metrics)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def method_nodes(cfg: DictConfig) -> dict[str, DictConfig]:
+    """The attribution nodes to run: ``{cfg.attribution.name: cfg.attribution}`` when a single method is selected,
+    else ``cfg.methods`` (key → node). Unknown config keys fail here, before any data or model is loaded."""
+    if cfg.get("attribution") is not None:
+        nodes = {str(cfg.attribution.get("name") or "attribution"): cfg.attribution}
+    else:
+        nodes = {str(k): v for k, v in (cfg.get("methods") or {}).items() if v is not None}
+    if not nodes:
+        raise ValueError("no attribution method selected: set attribution=<name> (one of conf/attribution/*.yaml) "
+                         "or add entries under methods")
+    for key, node in nodes.items():
+        if not isinstance(node, (DictConfig, Mapping)) or node.get("method") is None:
+            # e.g. the cheaper settings of conf/explain.yaml left behind when a defaults entry was removed
+            raise ValueError(f"methods.{key} is not a conf/attribution node (it has no `method`: {node!r}); remove it "
+                             f"with ~methods.{key} or load one with +attribution@methods.{key}=<name>")
+        unknown = [k for k in node if k not in CONFIG_KEYS]
+        if unknown:
+            raise ValueError(f"method {key!r} has unknown config key(s) {unknown}; valid keys: "
+                             f"{', '.join(CONFIG_KEYS)}")
+    return nodes
+
+
+def resolve_targets(target: Any, probs: Tensor, labels: Tensor, names: list[str], *, num_classes: int,
+                    top_k: int = 1, dataset: str = "dataset") -> Tensor:
+    """The class ids to explain, one row per image.
+
+    Args:
+        target: ``"predicted"`` (the ``top_k`` most probable classes), ``"label"`` (the dataset's label), or a
+            class id / list of ids explained for every image.
+        probs: N×K predicted probabilities.
+        labels: N dataset labels, -1 where unknown.
+        names: N image names (for error messages).
+        num_classes: K.
+        top_k: classes per image with ``target="predicted"``.
+
+    Returns:
+        N×T long tensor of class ids.
+    """
+    n = probs.shape[0]
+    if isinstance(target, str):
+        if target == "predicted":
+            if not 1 <= top_k <= num_classes:
+                raise ValueError(f"top_k must be in [1, {num_classes}] (num_classes), got {top_k}")
+            return probs.topk(top_k, dim=1).indices
+        if target == "label":
+            missing = [names[i] for i in (labels < 0).nonzero().flatten().tolist()]
+            if missing:
+                raise ValueError(f"target=label but dataset {dataset!r} has no label for {missing[:5]}"
+                                 f"{' …' if len(missing) > 5 else ''}; use target=predicted or class ids")
+            return labels.view(n, 1).long()
+        raise ValueError(f"target must be 'predicted', 'label', a class id or a list of ids, got {target!r}")
+    ids = list(target) if isinstance(target, (list, tuple, ListConfig)) else [target]
+    if not ids or not all(isinstance(c, int) and not isinstance(c, bool) for c in ids):
+        raise ValueError(f"target must be 'predicted', 'label', a class id or a non-empty list of ids, got {target!r}")
+    bad = [c for c in ids if not 0 <= c < num_classes]
+    if bad:
+        raise ValueError(f"target ids {bad} are out of range for a model with num_classes={num_classes}; "
+                         f"use ids in [0, {num_classes - 1}]")
+    return torch.tensor(ids, dtype=torch.long).expand(n, -1).contiguous()
+
+
+def is_signed(node: Mapping[str, Any], override: Any = None, name: str | None = None) -> bool:
+    """Whether a method's maps are drawn signed (diverging colormap centred at 0) or as magnitudes.
+
+    ``override`` (``figure.signed``): a bool for every method, a mapping method name → bool, or ``None`` to decide
+    from the config: magnitude reductions (``abs_sum``/``max_abs``), ``abs: true``, ReLU'd CAMs and variance
+    wrappers are unsigned; IG, DeepLift, GradientSHAP, input×gradient, occlusion/ablation, LIME and Kernel SHAP are
+    signed; anything else is unsigned.
+    """
+    if isinstance(override, bool):
+        return override
+    if isinstance(override, Mapping) and name in override:
+        return bool(override[name])
+    if node.get("channel_reduction") in ("abs_sum", "max_abs"):
+        return False
+    kwargs = node.get("kwargs") or {}
+    if kwargs.get("abs") or kwargs.get("relu_attributions"):
+        return False
+    wrapper = node.get("wrapper") or {}
+    if wrapper.get("type") in ("smoothgrad_sq", "vargrad"):
+        return False
+    return str(node.method.get("_target_", "")).rsplit(".", 1)[-1] in SIGNED_CLASSES
+
+
+# ---------------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def _load_and_predict(model: nn.Module, ds: Any, cfg: DictConfig, device: torch.device
+                      ) -> tuple[Tensor, Tensor, list[str], Tensor]:
+    """All images of ``ds`` on ``device`` (it is at most ``max_images`` long), labels, names and probabilities."""
+    images, labels, names, probs = [], [], [], []
+    loader = make_loader(ds, int(cfg.get("batch_size") or 16), num_workers=int(cfg.get("num_workers") or 0))
+    for batch in loader:
+        x = batch["image"].to(device)
+        images.append(x)
+        labels.append(torch.as_tensor(batch["label"]).long())
+        names += list(batch.get("name", [str(len(names) + i) for i in range(len(x))]))
+        probs.append(model(x).float().softmax(1).cpu())
+    return torch.cat(images), torch.cat(labels), names, torch.cat(probs)
+
+
+def _attribute_all(ctx: RunContext, model: nn.Module, methods: dict[str, DictConfig], images: Tensor,
+                   targets: Tensor, names: list[str], image_index: Tensor, fig_cfg: Any
+                   ) -> tuple[dict[str, Tensor], dict[str, bool]]:
+    """Run every method on all (image, target) pairs: name → (N·T)×C×H×W maps on the CPU, and name → signed."""
+    cfg = ctx.cfg
+    maps: dict[str, Tensor] = {}
+    signed: dict[str, bool] = {}
+    skipped: list[dict[str, str]] = []
+    for key, node in tqdm(methods.items(), desc="methods", disable=not cfg.get("progress", True)):
+        name = str(node.get("name") or key)
+        if name in maps or name in _RESERVED_KEYS:
+            raise ValueError(f"two methods (or a reserved key) share the name {name!r}; give methods.{key}.name "
+                             f"a distinct value")
+        seed_everything(int(cfg.seed))  # each method's randomness is independent of which ran before it
+        try:
+            with ctx.timer(f"attr/{name}"):
+                explainer = build_attribution(node, model)
+                with _autocast(cfg, ctx.device, explainer):
+                    out = explainer.attribute(images, targets)
+        except (ValueError, NotImplementedError) as err:
+            if not cfg.get("skip_unsupported", False):
+                raise
+            ctx.timings.pop(f"attr/{name}", None)
+            skipped.append({"method": name, "error": f"{type(err).__name__}: {err}"})
+            print(f"skipping {name}: {err}")
+            continue
+        out = out.flatten(0, 1).float().cpu()  # N×T×C×H×W → (N·T)×C×H×W
+        bad = (~torch.isfinite(out)).flatten(1).any(1).nonzero().flatten().tolist()
+        if bad:
+            raise FloatingPointError(f"{name} produced NaN/inf maps for rows {bad} (images "
+                                     f"{[names[image_index[r]] for r in bad]}); check its kwargs and the model")
+        maps[name] = out
+        signed[name] = is_signed(node, fig_cfg.get("signed"), name)
+        ctx.metrics[f"seconds/{name}"] = ctx.timings[f"attr/{name}"]
+    if skipped:
+        ctx.metrics["skipped"] = skipped
+    if not maps:
+        raise ValueError(f"no method could explain model {getattr(model, 'name', type(model).__name__)!r}: "
+                         f"{[s['method'] for s in skipped]} were skipped (see metrics.skipped)")
+    return maps, signed
+
+
+def _table_rows(maps: dict[str, Tensor], names: list[str], image_index: Tensor, targets: Tensor,
+                class_names: list[str], probs: Tensor, map_paths: dict[tuple[int, str], str],
+                grid_path: str) -> list[dict[str, Any]]:
+    """One row per (image, target, method): prediction, confidence, figure and map statistics."""
+    pred = probs.argmax(1)
+    rows = []
+    for r in range(len(targets)):
+        i, c = int(image_index[r]), int(targets[r])
+        for name, m in maps.items():
+            rows.append({
+                "image": names[i], "target": c, "target_name": class_names[c],
+                "target_prob": round(float(probs[i, c]), 4), "prediction": class_names[int(pred[i])],
+                "confidence": round(float(probs[i].max()), 4), "method": name,
+                "figure": map_paths.get((r, name), grid_path),
+                "map_min": float(m[r].min()), "map_max": float(m[r].max()), "map_mean_abs": float(m[r].abs().mean()),
+            })
+    return rows
+
+
+def _autocast(cfg: DictConfig, device: torch.device, explainer: Explainer) -> Any:
+    forward_only = explainer.method_cls.__name__ in FORWARD_ONLY_CLASSES
+    if cfg.get("amp", False) and device.type == "cuda" and forward_only:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _short(class_name: str) -> str:
+    return class_name.split(",")[0]
+
+
+def _row_title(class_names: list[str], pred: int, p_pred: float, target: int, p_target: float) -> str:
+    title = f"{_short(class_names[pred])} {p_pred:.2f}"
+    if target != pred:  # say which class the row explains when it is not the prediction
+        title += f" → {_short(class_names[target])} {p_target:.2f}"
+    return title
+
+
+def _style(fig_cfg: Any) -> dict[str, Any]:
+    return {"alpha": float(fig_cfg.get("alpha", 0.5)), "cmap": fig_cfg.get("cmap"),
+            "percentile": float(fig_cfg.get("percentile", 99.0))}
+
+
+def _draw_grids(ctx: RunContext, x: Tensor, maps: dict[str, Tensor], signed: dict[str, bool], titles: list[str],
+                fig_cfg: Any, kind: str) -> list[str]:
+    kinds = ("overlay", "heatmap", "isolines", "signed") if kind == "all" else (kind,)
+    # "(±)" in the header tells a diverging column (blue = evidence against the class) from a magnitude one
+    headers = {name: f"{name} (±)" if signed[name] else name for name in maps}
+    maps = {headers[name]: m for name, m in maps.items()}
+    signed = {headers[name]: v for name, v in signed.items()}
+    paths = []
+    for k in kinds:
+        fig = viz.attribution_grid(x, maps, titles=titles, kind=k, signed=signed,
+                                   cell_size=float(fig_cfg.get("cell_size", 1.8)), **_style(fig_cfg))
+        path = ctx.figure("attributions" if kind != "all" else f"attributions_{k}", fig)
+        paths.append(str(path.relative_to(ctx.out_dir)))
+    return paths
+
+
+def _draw_per_map(ctx: RunContext, x: Tensor, maps: dict[str, Tensor], signed: dict[str, bool], names: list[str],
+                  image_index: Tensor, targets: Tensor, class_names: list[str], probs: Tensor, fig_cfg: Any,
+                  kind: str) -> dict[tuple[int, str], str]:
+    out = {}
+    for r in range(x.shape[0]):
+        i, c = int(image_index[r]), int(targets[r])
+        for name, m in maps.items():
+            title = f"{name} · {names[i]} · {_short(class_names[c])} {float(probs[i, c]):.2f}"
+            fig = viz.attribution_figure(x[r], m[r], kind=kind, title=title, signed=signed[name], **_style(fig_cfg))
+            stem = _safe(f"{r:03d}_{names[i]}_{c}_{name}")
+            out[(r, name)] = str(ctx.figure(f"maps/{stem}", fig).relative_to(ctx.out_dir))
+    return out
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+
+
+def _save_maps(ctx: RunContext, maps: dict[str, Tensor], x: Tensor, targets: Tensor, image_index: Tensor,
+               names: list[str], class_names: list[str]) -> None:
+    """Write ``maps.safetensors``: ``<method>`` → M×C×H×W raw maps (M = images × targets; C = 1 after channel
+    reduction), ``images`` M×C×H×W (the exact tensors explained), ``targets`` M, ``image_index`` M (row → image),
+    and JSON metadata ``names``, ``target_names``, ``methods``."""
+    from safetensors.torch import save_file
+
+    tensors = {name: m.contiguous() for name, m in maps.items()}
+    tensors.update({"images": x.contiguous(), "targets": targets.cpu().contiguous(),
+                    "image_index": image_index.contiguous()})
+    meta = {"names": json.dumps(names), "target_names": json.dumps([class_names[int(c)] for c in targets]),
+            "methods": json.dumps(list(maps))}
+    path = ctx.out_dir / "maps.safetensors"
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    ctx.files.append(path.name)
+
+
+__all__ = ["FIGURE_KINDS", "is_signed", "method_nodes", "resolve_targets", "run"]
