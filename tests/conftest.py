@@ -62,3 +62,8 @@ def tiny_classifier():
 
     torch.manual_seed(0)
     return create_model("small_cnn", num_classes=3, in_chans=3, input_size=32).eval()
+
+
+# One intra-op thread: the tensors in tests are tiny, and OpenMP threads spin-waiting on a shared 2-core machine made
+# some tests 20-40x slower than single-threaded.
+torch.set_num_threads(1)

@@ -193,8 +193,11 @@ def torchvision_model(arch: str, *, num_classes: int | None = None, in_chans: in
         with _pretrained_errors("torchvision", arch):
             net = torchvision.models.get_model(arch, weights=weights)
         meta.setdefault("class_names", list(weights.meta["categories"]))
-        resize = weights.transforms().resize_size
+        preset = weights.transforms()  # the weights' own eval policy (EfficientNet-B5: resize 456, crop 456)
+        resize, crop = preset.resize_size, preset.crop_size
         resize_size = int(resize[0] if isinstance(resize, (list, tuple)) else resize)
+        if input_size is None:
+            side = int(crop[0] if isinstance(crop, (list, tuple)) else crop)
     else:
         if num_classes is not None:
             kwargs["num_classes"] = num_classes

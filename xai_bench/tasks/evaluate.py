@@ -19,6 +19,11 @@ from xai_bench.tasks.setup import build_data, build_model
 def run(cfg: DictConfig) -> dict[str, Any]:
     with run_context(cfg, "evaluate") as ctx:
         data = build_data(cfg)
+        if cfg.get("ensemble"):  # the members replace `model`: per-model and ensemble accuracy, uncertainty ranking
+            from xai_bench.ensemble import run_ensemble
+
+            ctx.metrics.update(run_ensemble(cfg, ctx, data))
+            return dict(ctx.metrics)
         model = build_model(cfg, data).to(ctx.device).eval()
         ds = data.split(cfg.split)
         if cfg.get("max_images"):

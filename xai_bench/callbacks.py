@@ -1,0 +1,112 @@
+"""Hydra callbacks: after a multirun of ``attack.py``, one accuracy-vs-ε plot with a curve per (model, attack).
+
+Registered in ``conf/attack.yaml`` under ``hydra.callbacks`` (Hydra 1.3 instantiates each entry's ``_target_`` and
+calls its ``on_multirun_end(config)`` once every job has returned). Each job's ``results.json`` already holds its
+per-ε rows (``metrics.eps_sweep``) and its ``model``/``attack``/``norm``, so the callback only reads files; it can
+also be run by hand on an old sweep with :func:`collect_sweep`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from xai_bench.utils import atomic_path
+
+__all__ = ["AccuracyVsEpsCallback", "collect_sweep"]
+
+_COLUMNS = ("model", "attack", "norm", "dataset", "eps", "eps_label", "eps_255", "n", "accuracy",
+            "attack_success_rate", "flip_rate", "mean_confidence", "job")
+
+
+class AccuracyVsEpsCallback(Callback):
+    """Draws ``<sweep dir>/<filename>.png`` and writes ``<filename>.csv`` from the attack jobs of a multirun.
+
+    Args:
+        filename: stem of the files written into the sweep folder. Default: ``"accuracy_vs_eps"``.
+    """
+
+    def __init__(self, filename: str = "accuracy_vs_eps") -> None:
+        self.filename = filename
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        written = collect_sweep(Path(str(config.hydra.sweep.dir)), self.filename)
+        for path in written.values():
+            print(f"[accuracy_vs_eps] wrote {path}")
+
+
+def collect_sweep(sweep_dir: str | Path, filename: str = "accuracy_vs_eps") -> dict[str, Path]:
+    """Gather every ``results.json`` of an ``attack`` job under ``sweep_dir`` into one plot and one CSV table.
+
+    Jobs that failed or are not attack runs are skipped. L∞ curves are drawn with ε in 1/255 units; L2 curves (a
+    different ε scale) go to a second figure ``<filename>_l2.png`` when both norms are present.
+
+    Args:
+        sweep_dir: the multirun folder (``hydra.sweep.dir``).
+        filename: stem of the output files.
+
+    Returns:
+        What was written: ``{"csv": path, "png": path[, "png_l2": path]}``; empty when no job had results.
+    """
+    from xai_bench import viz
+
+    sweep_dir = Path(sweep_dir)
+    jobs = []
+    for path in sorted(sweep_dir.rglob("results.json")):
+        try:
+            res = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            print(f"[accuracy_vs_eps] skipping unreadable {path}: {exc}")
+            continue
+        metrics = res.get("metrics") or {}
+        if res.get("task") != "attack" or res.get("status") != "ok" or not metrics.get("eps_sweep"):
+            continue
+        jobs.append((path.parent, metrics))
+    if not jobs:
+        print(f"[accuracy_vs_eps] no finished attack jobs under {sweep_dir}; nothing to plot")
+        return {}
+
+    labels = [f"{m.get('model', '?')} · {m.get('attack', '?')}" for _, m in jobs]
+    # Two jobs with the same (model, attack) differ in some other override: tell them apart by their folder.
+    labels = [f"{lab} [{job.name}]" if labels.count(lab) > 1 else lab for lab, (job, _) in zip(labels, jobs)]
+
+    rows: list[dict[str, Any]] = []
+    curves: dict[str, dict[str, tuple[list[float], list[float]]]] = {"inf": {}, "2": {}}
+    for label, (job, m) in zip(labels, jobs):
+        norm = str(m.get("norm", "inf"))
+        sweep = m["eps_sweep"]
+        curves.setdefault(norm, {})[label] = ([float(r["eps"]) for r in sweep],
+                                              [_float(r.get("accuracy")) for r in sweep])
+        for r in sweep:
+            rows.append({**{c: r.get(c) for c in _COLUMNS}, "model": m.get("model"), "attack": m.get("attack"),
+                         "norm": norm, "dataset": m.get("dataset"), "job": str(job.relative_to(sweep_dir))})
+
+    written: dict[str, Path] = {}
+    csv_path = sweep_dir / f"{filename}.csv"
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(_COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows)
+    written["csv"] = csv_path
+
+    datasets = sorted({str(m.get("dataset")) for _, m in jobs})
+    title = f"robust accuracy · {', '.join(datasets)}"
+    primary = "inf" if curves["inf"] else "2"
+    for norm in ("inf", "2"):
+        if not curves[norm]:
+            continue
+        key, stem = ("png", filename) if norm == primary else ("png_l2", f"{filename}_l2")
+        xlabel = "ε (pixel units, ×255)" if norm == "inf" else "ε (L2 norm of δ, pixel units)"
+        fig = viz.accuracy_vs_eps(curves[norm], scale_255=norm == "inf", xlabel=xlabel, ylabel="robust accuracy",
+                                  title=title)
+        written[key] = viz.save_figure(fig, sweep_dir / f"{stem}.png")
+    return written
+
+
+def _float(v: Any) -> float:
+    return float("nan") if v is None else float(v)

@@ -1,0 +1,400 @@
+"""``attack.py``: robust accuracy of a classifier under an ε sweep of one gradient attack (FGSM, PGD L∞ / L2).
+
+Every batch of the split goes through the attack's :meth:`~xai_bench.attacks.Attack.sweep` over ``attack.eps``
+(FGSM computes its input gradient once per batch and only re-scores per ε). Per-ε *counts* are summed over batches
+and divided at the end, so every number is over the whole split whatever the batch size. Accuracy uses the
+dataset's reference sets (``accept``) where it has them, so a tabby called "tiger cat" still counts as correct.
+
+Outputs in the run folder:
+
+- ``figures/accuracy_vs_eps.png`` and ``tables/eps_sweep.csv`` (one row per ε), also logged to W&B;
+- ``figures/adversarial_grid.png``: clean | perturbation | adversarial for the first ``grid_images`` images at
+  ``grid_eps`` (default: the smallest ε that changes one of their predictions, else the largest);
+- with ``attack.save_examples: true``: ``adversarial.safetensors`` (lossless float tensors, see
+  :func:`save_examples`) and ``examples/*.png`` (8-bit, for viewing only);
+- ``results.json`` whose metrics hold ``model``, ``attack``, ``norm`` and the ``eps_sweep`` rows, which
+  :class:`xai_bench.callbacks.AccuracyVsEpsCallback` gathers into one plot after a multirun.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor, nn
+from torch.utils.data import Subset
+from tqdm.auto import tqdm
+
+from xai_bench import viz
+from xai_bench.attacks import Attack, build_attack, parse_eps
+from xai_bench.data import make_loader
+from xai_bench.tasks.common import run_context
+from xai_bench.tasks.setup import build_data, build_model
+from xai_bench.utils import atomic_path
+
+__all__ = ["eps_label", "run", "save_examples"]
+
+# ‖δ‖ may exceed ε by float rounding only (x + ε·sign(g) − x ≠ ε exactly in float32).
+_BALL_RTOL, _BALL_ATOL = 1e-5, 1e-6
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Sweep ``cfg.attack`` over its ε list on ``cfg.split`` of the dataset (see conf/attack.yaml).
+
+    Returns:
+        The run's metrics: ``model``, ``attack``, ``norm``, ``dataset``, ``n``, ``eps_sweep`` (one dict per ε, as in
+        ``tables/eps_sweep.csv``), ``accuracy@<eps>`` per ε, ``clean_accuracy`` (ε = 0, when swept), ``grid_eps`` and
+        ``objective`` (robust accuracy at the largest ε).
+    """
+    with run_context(cfg, "attack") as ctx:
+        data = build_data(cfg)
+        model = build_model(cfg, data).to(ctx.device).eval()
+        attack, eps = build_attack(cfg.attack, model)
+        target_class = cfg.attack.get("target_class")
+        grid_fixed = _fixed_grid_eps(cfg.get("grid_eps"), eps, attack.norm)  # fail before the sweep, not after
+        ds = data.split(cfg.split)
+        if cfg.get("max_images"):
+            ds = Subset(ds, range(min(int(cfg.max_images), len(ds))))  # type: ignore[arg-type]
+        if len(ds) == 0:  # type: ignore[arg-type]
+            raise ValueError(f"split {cfg.split!r} of dataset {data.name!r} is empty; pick another split")
+        loader = make_loader(ds, int(cfg.batch_size), num_workers=int(cfg.get("num_workers", 0)))
+        class_names = list(getattr(model, "class_names", None) or data.class_names)
+        save = bool(cfg.attack.get("save_examples", False))
+        n_keep = _keep_count(cfg, save, len(ds))  # type: ignore[arg-type]
+
+        counts = _SweepCounts(eps, attack.norm, targeted=attack.targeted, device=ctx.device)
+        kept: dict[str, list[Any]] = {"images": [], "adv": [], "labels": [], "accept": [], "names": [],
+                                      "clean_prob": [], "adv_prob": []}
+        n_seen = 0
+        with ctx.timer("attack"):
+            for batch in tqdm(loader, desc=f"{cfg.attack.name} ε sweep", disable=not cfg.get("progress", True)):
+                x = batch["image"].to(ctx.device)
+                accept = _accept(batch, model_classes=len(class_names), device=ctx.device)
+                labels = _attack_labels(model, x, batch["label"].to(ctx.device), accept)
+                result = attack.sweep(x, labels, eps, target_labels=target_class, return_images=True)
+                _check_bounds(result, x, eps, attack.norm)
+                counts.add(result, accept)
+                take = min(len(x), n_keep - n_seen)
+                if take > 0:
+                    probs = result["logits"][:, :take].float().softmax(-1)
+                    kept["images"].append(x[:take].cpu())
+                    kept["adv"].append(result["images"][:, :take].cpu())
+                    kept["labels"].append(batch["label"][:take].cpu())
+                    kept["accept"].append(accept[:take].cpu())
+                    kept["names"] += _names(batch, n_seen, take)
+                    kept["clean_prob"].append(result["clean_logits"][:take].float().softmax(-1).cpu())
+                    kept["adv_prob"].append(probs.cpu())
+                n_seen += len(x)
+                del result
+
+        rows = counts.rows()
+        ctx.metrics.update(model=getattr(model, "name", type(model).__name__), attack=str(cfg.attack.name),
+                           norm=attack.norm, dataset=data.name, n=n_seen, targeted=attack.targeted,
+                           target_class=target_class, eps_sweep=rows)
+        for row in rows:
+            ctx.metrics[f"accuracy@{row['eps']:.4g}"] = row["accuracy"]
+        if 0.0 in eps:
+            ctx.metrics["clean_accuracy"] = rows[eps.index(0.0)]["accuracy"]
+        ctx.metrics["objective"] = rows[max(range(len(eps)), key=eps.__getitem__)]["accuracy"]
+        _print_rows(rows, ctx.metrics["model"], str(cfg.attack.name), data.name)
+
+        ctx.table("eps_sweep", rows)
+        xs = [r["eps_255"] if attack.norm == "inf" else r["eps"] for r in rows]
+        ctx.tracker.log_line("attack/accuracy_vs_eps", xs,
+                             {"accuracy": [r["accuracy"] for r in rows],
+                              "attack_success_rate": [r["attack_success_rate"] for r in rows]},
+                             xname="eps ×255" if attack.norm == "inf" else "eps (L2)",
+                             title=f"{cfg.attack.name} on {ctx.metrics['model']}")
+        ctx.figure("accuracy_vs_eps", viz.accuracy_vs_eps(
+            {f"{ctx.metrics['model']} · {cfg.attack.name}": (eps, [r["accuracy"] for r in rows])},
+            scale_255=attack.norm == "inf",
+            xlabel="ε (pixel units, ×255)" if attack.norm == "inf" else "ε (L2 norm of δ, pixel units)",
+            ylabel="robust accuracy" if not attack.targeted else "accuracy",
+            title=f"{cfg.attack.name} · {data.name}/{cfg.split} (n={n_seen})"))
+
+        if kept["images"]:
+            ex = {k: torch.cat(v, dim=1 if k in ("adv", "adv_prob") else 0) if k != "names" else v
+                  for k, v in kept.items()}
+            grid_i = grid_fixed if grid_fixed is not None else _grid_eps_index(
+                eps, ex, int(cfg.get("grid_images", 4)), attack, target_class)
+            ctx.metrics["grid_eps"] = eps[grid_i]
+            if int(cfg.get("grid_images", 4)) > 0:
+                ctx.figure("adversarial_grid", _grid_figure(ex, grid_i, eps, attack, class_names,
+                                                            int(cfg.grid_images)))
+            if save:
+                path = save_examples(ctx.out_dir / "adversarial.safetensors", ex["images"], ex["adv"], eps,
+                                     ex["labels"], names=ex["names"], norm=attack.norm,
+                                     metadata={"attack": str(cfg.attack.name), "model": ctx.metrics["model"],
+                                               "dataset": data.name, "class_names": json.dumps(class_names)})
+                ctx.files.append(str(path.relative_to(ctx.out_dir)))
+                ctx.files += _write_pngs(ctx.out_dir / "examples", ex, grid_i, eps, attack.norm, ctx.out_dir)
+        return dict(ctx.metrics)
+
+
+# -- per-ε counts summed over batches ---------------------------------------------------------------------------------
+
+class _SweepCounts:
+    """Per-ε sums over batches; ratios are formed once at the end, each over its own denominator.
+
+    Accuracy is over the *scored* images (known label or reference set); the untargeted success rate over the images
+    the model got right when clean; the targeted one over the images whose reference set excludes the target.
+    """
+
+    _SUMS = ("n", "scored", "correct", "attackable", "success", "flipped", "confidence", "true_prob", "target_prob",
+             "linf_sum", "l2_sum")
+
+    def __init__(self, eps: Sequence[float], norm: str, *, targeted: bool, device: torch.device) -> None:
+        self.eps, self.norm, self.targeted = list(eps), norm, targeted
+        zeros = lambda: torch.zeros(len(self.eps), dtype=torch.float64, device=device)
+        self.sums = {k: zeros() for k in self._SUMS}
+        self.linf_max, self.l2_max = zeros(), zeros()
+
+    def add(self, result: dict[str, Any], accept: Tensor) -> None:
+        preds, n = result["preds"], result["preds"].shape[1]
+        probs = result["logits"].float().softmax(-1)  # E×N×K
+        rows = torch.arange(n, device=preds.device)
+        scored = accept.any(1)  # N
+        correct = accept[rows, preds] & scored  # E×N: the prediction is in the image's reference set
+        clean_pred = result["clean_logits"].argmax(-1)
+        if self.targeted:
+            target = result["target_labels"]
+            attackable = ~accept[rows, target]
+            success = attackable & (preds == target)
+            self.sums["target_prob"] += probs[:, rows, target].sum(1)
+        else:
+            attackable = scored & accept[rows, clean_pred]
+            success = attackable & ~correct
+        s = self.sums
+        s["n"] += n
+        s["scored"] += scored.sum()
+        s["correct"] += correct.sum(1)
+        s["attackable"] += attackable.sum()
+        s["success"] += success.sum(1)
+        s["flipped"] += (preds != clean_pred).sum(1)
+        s["confidence"] += probs.amax(-1).sum(1)
+        s["true_prob"] += (probs * accept).sum(-1).sum(1)  # mass on the reference set; 0 for unscored images
+        s["linf_sum"] += result["linf"].sum(1)
+        s["l2_sum"] += result["l2"].sum(1)
+        self.linf_max = torch.maximum(self.linf_max, result["linf"].amax(1))
+        self.l2_max = torch.maximum(self.l2_max, result["l2"].amax(1))
+
+    def rows(self) -> list[dict[str, Any]]:
+        s = {k: v.tolist() for k, v in self.sums.items()}
+        linf_max, l2_max = self.linf_max.tolist(), self.l2_max.tolist()
+        ratio = lambda a, b: a / b if b else math.nan
+        out = []
+        for i, e in enumerate(self.eps):
+            row: dict[str, Any] = {"eps": e, "eps_label": eps_label(e, self.norm)}
+            if self.norm == "inf":
+                row["eps_255"] = round(e * 255, 6)
+            row.update({
+                "n": int(s["n"][i]), "n_scored": int(s["scored"][i]),
+                "accuracy": ratio(s["correct"][i], s["scored"][i]),
+                "attack_success_rate": ratio(s["success"][i], s["attackable"][i]),
+                "flip_rate": ratio(s["flipped"][i], s["n"][i]),
+                "mean_confidence": ratio(s["confidence"][i], s["n"][i]),
+                "mean_true_class_prob": ratio(s["true_prob"][i], s["scored"][i]),
+            })
+            if self.targeted:
+                row["mean_target_class_prob"] = ratio(s["target_prob"][i], s["n"][i])
+            row.update(linf_max=linf_max[i], linf_mean=ratio(s["linf_sum"][i], s["n"][i]),
+                       l2_max=l2_max[i], l2_mean=ratio(s["l2_sum"][i], s["n"][i]))
+            out.append(row)
+        return out
+
+
+def _accept(batch: dict[str, Any], model_classes: int, device: torch.device) -> Tensor:
+    """Bool[N, K] classes that count as correct: the batch's reference sets, else the one-hot of known labels."""
+    labels = batch["label"].to(device)
+    if "accept" in batch:
+        accept = batch["accept"].to(device).bool()
+        if accept.shape[1] != model_classes:
+            raise ValueError(f"the dataset's reference sets have {accept.shape[1]} classes but the model outputs "
+                             f"{model_classes}; pick a matching model or dataset")
+        return accept
+    accept = torch.zeros(len(labels), model_classes, dtype=torch.bool, device=device)
+    known = labels >= 0
+    accept[known.nonzero().squeeze(1), labels[known]] = True
+    return accept
+
+
+@torch.no_grad()
+def _attack_labels(model: nn.Module, x: Tensor, labels: Tensor, accept: Tensor) -> Tensor:
+    """The class an untargeted attack pushes away from.
+
+    With one accepted class per image this is the label. With reference sets it is the clean prediction when that is
+    accepted (pushing a tabby away from "tabby" towards "tiger cat" would not change its correctness), else the
+    label; unlabelled images are attacked away from their clean prediction. Costs one extra forward, no backward.
+    """
+    multi = accept.sum(1) > 1
+    unknown = labels < 0
+    if not (multi.any() or unknown.any()):
+        return labels
+    pred = model(x).argmax(1)
+    rows = torch.arange(len(x), device=x.device)
+    use_pred = unknown | (multi & accept[rows, pred])
+    return torch.where(use_pred, pred, labels)
+
+
+def _check_bounds(result: dict[str, Any], x: Tensor, eps: Sequence[float], norm: str) -> None:
+    """The attack contract, checked on every batch: ‖δ‖ ≤ ε in the attack's norm and images in [0, 1]."""
+    radius = torch.tensor(eps, dtype=result["linf"].dtype, device=x.device)[:, None]
+    size = result["linf"] if norm == "inf" else result["l2"]
+    over = size > radius * (1 + _BALL_RTOL) + _BALL_ATOL
+    if over.any():
+        e = int(over.any(1).nonzero()[0, 0])
+        raise RuntimeError(f"the attack left the ε-ball: ‖δ‖ = {size[e].max().item():.6g} > ε = {eps[e]:.6g} "
+                           f"(norm {norm}); this is a bug in the attack")
+    adv = result["images"]
+    if adv.numel() and (adv.min() < 0 or adv.max() > 1):
+        raise RuntimeError(f"adversarial images left [0, 1] (min {adv.min().item():.4g}, max {adv.max().item():.4g});"
+                           " this is a bug in the attack")
+
+
+def eps_label(eps: float, norm: str = "inf") -> str:
+    """Readable ε: ``"8/255"`` for L∞ values on the half-level grid (``"0.5/255"``), else ``"%.4g"``."""
+    if norm == "inf":
+        levels = eps * 255
+        if abs(levels * 2 - round(levels * 2)) < 1e-6:
+            return f"{round(levels * 2) / 2:g}/255"
+    return f"{eps:.4g}"
+
+
+def _keep_count(cfg: DictConfig, save: bool, n_total: int) -> int:
+    """How many leading images keep their adversarial copies in memory (for the grid and ``save_examples``)."""
+    grid = max(int(cfg.get("grid_images", 4)), 0)
+    if not save:
+        return min(grid, n_total)
+    cap = cfg.get("max_examples")
+    return min(n_total, max(grid, int(cap) if cap is not None else n_total))
+
+
+def _names(batch: dict[str, Any], offset: int, take: int) -> list[str]:
+    if "name" in batch:
+        return [str(v) for v in list(batch["name"])[:take]]
+    return [str(offset + i) for i in range(take)]
+
+
+def _fixed_grid_eps(grid_eps: Any, eps: list[float], norm: str) -> int | None:
+    """Index of ``grid_eps`` in ``eps`` (``None`` when ``grid_eps`` is null: chosen after the sweep)."""
+    if grid_eps is None:
+        return None
+    (value,) = parse_eps(grid_eps, norm=norm, name="grid_eps")
+    matches = [i for i, e in enumerate(eps) if abs(e - value) <= 1e-9 + 1e-6 * e]
+    if not matches:
+        raise ValueError(f"grid_eps={grid_eps!r} is not one of attack.eps {[eps_label(e, norm) for e in eps]}; "
+                         f"pick one of them or null")
+    return matches[0]
+
+
+def _grid_eps_index(eps: list[float], ex: dict[str, Any], n_grid: int, attack: Attack,
+                    target_class: int | None) -> int:
+    """The smallest ε that fools the model on one of the first ``n_grid`` images, else the largest ε."""
+    # "Flipped" means the attack worked on that image: a labelled image is now wrong (leaving its reference set,
+    # not merely moving inside it), an unlabelled one changed its prediction, a targeted one reached the target.
+    clean = ex["clean_prob"][:n_grid].argmax(-1)
+    adv = ex["adv_prob"][:, :n_grid].argmax(-1)  # E×G
+    accept = ex["accept"][:n_grid]
+    rows = torch.arange(len(clean))
+    if attack.targeted:
+        flipped = adv == target_class
+    else:
+        scored = accept.any(1)
+        flipped = torch.where(scored, accept[rows, clean] & ~accept[rows, adv], adv != clean)
+    for i in sorted(range(len(eps)), key=eps.__getitem__):
+        if eps[i] > 0 and flipped[i].any():
+            return i
+    return max(range(len(eps)), key=eps.__getitem__)
+
+
+def _grid_figure(ex: dict[str, Any], e: int, eps: list[float], attack: Attack, class_names: list[str],
+                 n: int) -> Any:
+    n = min(n, len(ex["images"]))
+    clean_p, adv_p = ex["clean_prob"][:n], ex["adv_prob"][e, :n]
+    c_conf, c_cls = clean_p.max(-1)
+    a_conf, a_cls = adv_p.max(-1)
+    label = eps_label(eps[e], attack.norm)
+    accept = ex["accept"][:n]
+    # ✓/✗: in the image's reference set or not (a tabby called "tiger cat" is still ✓); no mark when unlabelled.
+    mark = lambda i, c: "" if not accept[i].any() else " ✓" if accept[i, c] else " ✗"
+    clean_titles = [f"{ex['names'][i]}: {class_names[c_cls[i]]} {c_conf[i]:.0%}{mark(i, c_cls[i])}"
+                    for i in range(n)]
+    adv_titles = [f"ε={label}: {class_names[a_cls[i]]} {a_conf[i]:.0%}{mark(i, a_cls[i])}" for i in range(n)]
+    return viz.adversarial_grid(ex["images"][:n], ex["adv"][e, :n], clean_titles, adv_titles,
+                                images_per_row=2 if n >= 4 else 1)
+
+
+def save_examples(path: str | Path, images: Tensor, adv: Tensor, eps: Sequence[float], labels: Tensor, *,
+                  names: Sequence[str] | None = None, norm: str = "inf",
+                  metadata: dict[str, str] | None = None) -> Path:
+    """Write clean and adversarial images losslessly to a safetensors file (8-bit PNG would round δ away).
+
+    Layout (all float32, CPU): ``images`` N×C×H×W clean images in [0, 1]; ``adv_<eps>`` N×C×H×W adversarial images
+    per ε, the key formatted as ``f"adv_{eps:.6g}"`` (e.g. ``adv_0.0313725`` for 8/255); ``eps`` the E radii;
+    ``labels`` N (−1 = unknown). The string metadata holds ``eps`` (JSON list), ``adv_keys`` (JSON list aligned with
+    it), ``norm``, ``names`` (JSON list) and whatever ``metadata`` adds. Read it back with
+    ``safetensors.torch.load_file(path)`` (tensors) and ``safetensors.safe_open(path, "pt").metadata()``; e.g.
+    ``explain.py`` can explain ``adv_0.0313725`` beside ``images``.
+
+    Args:
+        path: destination ``.safetensors`` file (written atomically).
+        images: N×C×H×W clean images.
+        adv: E×N×C×H×W adversarial images, one slice per ε.
+        eps: the E radii, in the order of ``adv``.
+        labels: N class indices.
+        names: N image names. Default: ``"0"`` … ``"N-1"``.
+        norm: ``"inf"`` or ``"2"``.
+        metadata: extra string metadata.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    from safetensors.torch import save_file
+
+    if adv.ndim != 5 or adv.shape[0] != len(eps) or adv.shape[1:] != images.shape:
+        raise ValueError(f"adv must be E×N×C×H×W = ({len(eps)}, {', '.join(map(str, images.shape))}), "
+                         f"got {tuple(adv.shape)}")
+    keys = [f"adv_{e:.6g}" for e in eps]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"attack.eps has values equal to 6 significant digits: {list(eps)}; remove duplicates")
+    tensors = {"images": images.float(), "labels": labels.long(), "eps": torch.tensor(list(eps), dtype=torch.float32)}
+    tensors.update({k: adv[i].float() for i, k in enumerate(keys)})
+    meta = {"eps": json.dumps(list(eps)), "adv_keys": json.dumps(keys), "norm": norm,
+            "names": json.dumps(list(names) if names is not None else [str(i) for i in range(len(images))]),
+            **(metadata or {})}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    return path
+
+
+def _write_pngs(folder: Path, ex: dict[str, Any], e: int, eps: list[float], norm: str, root: Path) -> list[str]:
+    """8-bit PNGs of the kept images, clean and at the grid's ε, for looking at (not for reuse: they are rounded)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tag = re.sub(r"[^0-9A-Za-z.]+", "-", eps_label(eps[e], norm))
+    to_u8 = lambda t: t.mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).squeeze(-1).numpy()
+    written = []
+    for i, name in enumerate(ex["names"]):
+        stem = f"{i:03d}_{re.sub(r'[^0-9A-Za-z_.-]+', '-', name)}"
+        for suffix, img in (("clean", ex["images"][i]), (f"eps{tag}", ex["adv"][e, i])):
+            path = folder / f"{stem}_{suffix}.png"
+            with atomic_path(path) as tmp:
+                Image.fromarray(to_u8(img)).save(tmp, format="PNG")
+            written.append(str(path.relative_to(root)))
+    return written
+
+
+def _print_rows(rows: list[dict[str, Any]], model: str, attack: str, dataset: str) -> None:
+    print(f"{attack} on {model} ({dataset}, n={rows[0]['n'] if rows else 0}):")
+    print(f"  {'eps':>9}  {'accuracy':>8}  {'success':>8}  {'flips':>6}  {'conf':>6}")
+    for r in rows:
+        print(f"  {r['eps_label']:>9}  {r['accuracy']:8.4f}  {r['attack_success_rate']:8.4f}  {r['flip_rate']:6.3f}"
+              f"  {r['mean_confidence']:6.3f}")
