@@ -60,10 +60,18 @@ def test_resume_after_crash_mid_epoch_equals_uninterrupted(compose, tmp_path, ti
 
 
 def test_resume_from_another_run_folder(compose, tmp_path, tiny_train_overrides):
-    train.run(compose("train", [*tiny_train_overrides, "trainer.max_epochs=1"], tmp_path / "first"))
-    metrics = train.run(compose("train", [*tiny_train_overrides, "trainer.max_epochs=2",
-                                          f"trainer.resume={tmp_path / 'first'}"], tmp_path / "second"))
+    over = [*tiny_train_overrides, "scheduler=none"]
+    train.run(compose("train", [*over, "trainer.max_epochs=1"], tmp_path / "first"))
+    metrics = train.run(compose("train", [*over, "trainer.max_epochs=2", f"trainer.resume={tmp_path / 'first'}"],
+                                tmp_path / "second"))
     assert metrics["resumed_at_epoch"] == 1 and metrics["epochs"] == 2
+
+
+def test_resume_refuses_to_stretch_a_schedule(compose, tmp_path, tiny_train_overrides):
+    train.run(compose("train", [*tiny_train_overrides, "trainer.max_epochs=1"], tmp_path / "first"))
+    with pytest.raises(ValueError, match="trainer.max_epochs=1"):
+        train.run(compose("train", [*tiny_train_overrides, "trainer.max_epochs=2",
+                                    f"trainer.resume={tmp_path / 'first'}"], tmp_path / "second"))
 
 
 def test_resume_errors(compose, tmp_path, tiny_train_overrides):

@@ -28,6 +28,7 @@ class TrainState:
     best_epoch: int = -1
     bad_epochs: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    max_epochs: int | None = None  # of the run that wrote the checkpoint (its LR schedule was planned for it)
 
 
 def _improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:
@@ -58,7 +59,7 @@ def _save_last(path: Path, model: nn.Module, opt: torch.optim.Optimizer, sched: 
         "model": model.state_dict(), "optimizer": opt.state_dict(),
         "scheduler": sched.state_dict() if sched is not None else None,
         "state": {"epoch": state.epoch, "best": state.best, "best_epoch": state.best_epoch,
-                  "bad_epochs": state.bad_epochs, "history": state.history},
+                  "bad_epochs": state.bad_epochs, "history": state.history, "max_epochs": state.max_epochs},
         # The RNG that drives dropout and augmentation: restoring it makes a resumed run equal an uninterrupted one.
         "rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
@@ -81,7 +82,8 @@ def _load_last(path: Path, model: nn.Module, opt: torch.optim.Optimizer, sched: 
     if device.type == "cuda" and payload.get("cuda_rng") is not None:
         torch.cuda.set_rng_state_all(payload["cuda_rng"])
     s = payload["state"]
-    return TrainState(s["epoch"], s["best"], s["best_epoch"], s["bad_epochs"], list(s["history"]))
+    return TrainState(s["epoch"], s["best"], s["best_epoch"], s["bad_epochs"], list(s["history"]),
+                      s.get("max_epochs"))
 
 
 def _train_step(model: nn.Module, batch: dict[str, torch.Tensor], opt: torch.optim.Optimizer,
@@ -144,10 +146,15 @@ def fit(model: ImageClassifier, data: DataBundle, cfg: DictConfig, ctx: Any) -> 
         extra = {"total_steps": tc.max_epochs * n_batches} if "total_steps" in node and node.total_steps is None else {}
         sched = build(node)(opt, **extra)
     ckpt_dir = ctx.out_dir / "checkpoints"
-    state = TrainState()
+    state = TrainState(max_epochs=tc.max_epochs)
     resume_from = find_resume_checkpoint(tc.resume, ctx.out_dir)
     if resume_from is not None:
         state = _load_last(resume_from, model, opt, sched, device)
+        if sched is not None and state.max_epochs not in (None, tc.max_epochs):
+            raise ValueError(
+                f"trainer.resume: {resume_from} was written by a run with trainer.max_epochs={state.max_epochs}, "
+                f"this one has {tc.max_epochs}; its learning-rate schedule cannot be stretched. Resume with "
+                f"trainer.max_epochs={state.max_epochs}, or train longer with scheduler=none.")
         ctx.metrics["resumed_from"] = str(resume_from)
         ctx.metrics["resumed_at_epoch"] = state.epoch
 
