@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 SYSPY ?= python3
 ARGS ?=
 
-.PHONY: install run test test-all bench clean
+.PHONY: install run test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	test -x $(PY) || $(SYSPY) -m venv $(VENV)
@@ -19,10 +19,10 @@ run: install
 	$(PY) train.py $(ARGS)
 
 test: install
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
-
-test-all: install
 	$(PY) -m pytest -q $(ARGS)
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
 bench: install
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
