@@ -36,3 +36,34 @@ def test_unknown_model_name_lists_close_matches(tmp_path):
     assert "Did you mean: small_cnn" in proc.stderr
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["status"] == "failed" and "smal_cnn" in res["error"]
+
+
+TINY_DATA = ["dataset=synthetic_shapes", "dataset.n_train=0", "dataset.n_val=0", "dataset.n_test=3",
+             "dataset.image_size=32", "model=small_cnn", "logger=none", "progress=false"]
+
+
+def test_explain_multirun_sweeps_methods_and_each_job_writes_its_figure(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = _run(["explain.py", "-m", "attribution=saliency,gradcam", "model.dropout=0.1,0.2", *TINY_DATA,
+                 f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "results.json").exists())
+    assert len(jobs) == 4
+    for job in jobs:
+        res = json.loads((job / "results.json").read_text())
+        assert res["status"] == "ok" and (job / "figures" / "attributions.png").is_file()
+    methods = {json.loads((j / "results.json").read_text())["metrics"]["methods"][0] for j in jobs}
+    assert methods == {"saliency", "gradcam"}
+
+
+def test_console_script_is_installed_and_runs(tmp_path):
+    script = Path(sys.executable).with_name("xai-evaluate")
+    if not script.exists():
+        import pytest
+
+        pytest.skip("package not installed with its console scripts in this interpreter")
+    out = tmp_path / "eval"
+    proc = subprocess.run([str(script), *TINY_DATA, f"hydra.run.dir={out}"], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "WANDB_MODE": "disabled"}, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "results.json").read_text())["metrics"]["n"] == 3
