@@ -29,13 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 N_TEST = 10
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # 4-image 32×32 batches: intra-op threads cost more than they save (40× slower on a busy 2-core machine).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _quick_classifier(seed: int = 0):
@@ -67,12 +60,7 @@ def _quick_classifier(seed: int = 0):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return save_checkpoint(_quick_classifier(), tmp_path_factory.mktemp("ckpt") / "best")
-    finally:
-        torch.set_num_threads(n)
+    return save_checkpoint(_quick_classifier(), tmp_path_factory.mktemp("ckpt") / "best")
 
 
 def _overrides(checkpoint, *extra):

@@ -24,13 +24,6 @@ CLASSES = ["circle", "square", "triangle", "cross", "ring", "star"]
 N_TEST = 8
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny batches: intra-op threads cost more than they save (40× slower on a busy 2-core machine).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _constant_member(path: Path, probs: list[float], input_size: int = 32) -> Path:
