@@ -428,6 +428,7 @@ def test_build_suite_errors():
 # ----------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("name", DETERMINISTIC)
 def test_cpu_and_cuda_agree(name):
@@ -439,6 +440,7 @@ def test_cpu_and_cuda_agree(name):
     torch.testing.assert_close(gpu.cpu(), cpu, atol=2e-3 if name == "jpeg_compression" else 1e-4, rtol=0)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("name", sorted(RANDOM))
 def test_random_corruptions_stay_on_cuda(name):

@@ -114,3 +114,14 @@ def test_wandb_offline_writes_run_files(compose, tmp_path, tiny_train_overrides,
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     assert list(runs[0].glob("*.wandb")), "offline run has no event log"
+
+
+def test_wandb_online_without_account_says_how_to_fix(compose, tmp_path, tiny_train_overrides, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb_config"))  # no stored login
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    over = [o for o in tiny_train_overrides if not o.startswith("logger")]
+    with pytest.raises(RuntimeError, match="logger.mode=offline"):
+        train.run(compose("train", [*over, "trainer.max_epochs=1", "logger=wandb", "logger.mode=online"],
+                          tmp_path / "run"))

@@ -62,9 +62,14 @@ class WandbTracker(Tracker):
 
         self.run_dir = run_dir
         os.environ.setdefault("WANDB_SILENT", "true")
-        self._run = wandb.init(project=self.project, entity=self.entity, group=self.group, tags=self.tags,
-                               mode=self.mode, dir=str(run_dir), config=config, name=self.name or name,
-                               reinit="finish_previous")
+        try:
+            self._run = wandb.init(project=self.project, entity=self.entity, group=self.group, tags=self.tags,
+                                   mode=self.mode, dir=str(run_dir), config=config, name=self.name or name,
+                                   reinit="finish_previous")
+        except wandb.errors.UsageError as exc:
+            raise RuntimeError(f"W&B could not start with logger.mode={self.mode} ({exc}). Online logging needs "
+                               "WANDB_API_KEY or `wandb login`; logger.mode=offline (the default) needs neither, "
+                               "and logger=none turns tracking off.") from exc
 
     def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
         if self._run is not None:
