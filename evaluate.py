@@ -1,4 +1,4 @@
-"""Entry point: `python evaluate.py [overrides]` (see conf/evaluate.yaml). The logic lives in xai_bench.tasks.evaluate."""
+"""Entry point: `python evaluate.py [overrides]` (see conf/evaluate.yaml); the logic is in xai_bench.tasks.evaluate."""
 
 import hydra
 from omegaconf import DictConfig

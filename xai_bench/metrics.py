@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from xai_bench.viz import expected_calibration_error  # noqa: F401  (one ECE for numbers and figures)
+from xai_bench.viz import expected_calibration_error
 
 
 @dataclass

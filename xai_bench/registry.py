@@ -5,7 +5,8 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import warnings
-from typing import Callable, Generic, Iterable, TypeVar
+from typing import Generic, TypeVar
+from collections.abc import Callable, Iterable
 
 T = TypeVar("T", bound=Callable)
 

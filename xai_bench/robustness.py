@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -75,7 +76,7 @@ def corruption_summary(correct: dict[str, torch.Tensor],
         ref_acc = {k: float(v.float().mean()) for k, v in reference.items()}
         ref_clean_err = 1 - ref_acc["clean"]
         ce, rel = [], []
-        for c, labels in by_corruption.items():
+        for labels in by_corruption.values():
             e = sum(1 - acc[lb] for lb in labels)
             r = sum(1 - ref_acc[lb] for lb in labels)
             ce.append(e / r if r > 0 else float("nan"))

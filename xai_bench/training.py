@@ -68,11 +68,12 @@ def _save_last(path: Path, model: nn.Module, opt: torch.optim.Optimizer, sched: 
         torch.save(payload, tmp)
 
 
-def _load_last(path: Path, model: nn.Module, opt: torch.optim.Optimizer, sched: Any, device: torch.device) -> TrainState:
+def _load_last(path: Path, model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
+               device: torch.device) -> TrainState:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
         model.load_state_dict(payload["model"])
-    except Exception as exc:  # noqa: BLE001  (zip/pickle/shape errors: all mean "not a usable checkpoint")
+    except Exception as exc:
         raise ValueError(f"cannot resume from {path}: {type(exc).__name__}: {exc}. The file is corrupt or was "
                          "written for another model/dataset; start without trainer.resume") from exc
     opt.load_state_dict(payload["optimizer"])
@@ -170,15 +171,15 @@ def fit(model: ImageClassifier, data: DataBundle, cfg: DictConfig, ctx: Any) -> 
         for i, batch in enumerate(bar):
             if i >= n_batches:
                 break
-            l, c, n = _train_step(model, batch, opt, scaler, device, amp_dtype, channels_last, tc.grad_clip)
-            if not math.isfinite(l):
-                raise FloatingPointError(f"training loss became {l} at epoch {epoch + 1}, step {i}; lower optim.lr "
+            loss, c, n = _train_step(model, batch, opt, scaler, device, amp_dtype, channels_last, tc.grad_clip)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss} at epoch {epoch + 1}, step {i}; lower optim.lr "
                                          "or set trainer.grad_clip")
-            loss_sum, correct, seen, step = loss_sum + l, correct + c, seen + n, step + 1
+            loss_sum, correct, seen, step = loss_sum + loss, correct + c, seen + n, step + 1
             if sched is not None and per_step:
                 sched.step()
             if tc.log_every_n_steps and step % tc.log_every_n_steps == 0:
-                ctx.tracker.log({"train/step_loss": l / n, "lr": opt.param_groups[0]["lr"]}, step=step)
+                ctx.tracker.log({"train/step_loss": loss / n, "lr": opt.param_groups[0]["lr"]}, step=step)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
         lr = opt.param_groups[0]["lr"]
         if sched is not None and not per_step:

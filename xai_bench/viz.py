@@ -13,7 +13,8 @@ import math
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -926,7 +927,7 @@ def adversarial_grid(
     nrows = math.ceil(n / per_row)
     titles = [[_wrap(t, cell_size) for t in ts] if ts else [] for ts in (clean_titles, adv_titles)]
     delta_titles = [_wrap(f"δ ×{s:.3g}  (‖δ‖∞={255 * l:.3g}/255)", cell_size, _FONT - 1)
-                    for s, l in zip(scales, linf)]
+                    for s, l in zip(scales, linf)]  # noqa: E741
     title_h = _LINE_IN * max(_n_lines(titles[0]), _n_lines(titles[1]), _n_lines(delta_titles))
     gap = 0.3 if operators else 0.05
     fig, axes, _, _ = _grid(nrows, [3] * per_row, aspect=_aspect(*x.shape[2:]), cell_w=cell_size, left=0.05,

@@ -118,7 +118,8 @@ class AdaptiveBatcher:
         new = max(tried, 1) // 2
         if new < self.min_batch_size:
             raise RuntimeError(
-                f"out of memory even with batch_size={tried} ({oom_msg}); free memory (smaller model or input, fewer images "
+                f"out of memory even with batch_size={tried} ({oom_msg}); free memory (smaller model or input, "
+                f"fewer images "
                 f"per call) or run on a device with more memory"
             )
         self.batch_size = new

@@ -9,7 +9,8 @@ from __future__ import annotations
 import gzip
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -66,7 +67,8 @@ def synthetic_shapes(n_train: int = 10000, n_val: int = 1000, n_test: int = 1000
 
 
 def _stage_debian_fashion_mnist(root: Path) -> None:
-    """Copy the idx files of Debian's ``dataset-fashion-mnist`` into torchvision's layout (``root/FashionMNIST/raw``)."""
+    """Copy the idx files of Debian's ``dataset-fashion-mnist`` into torchvision's layout
+    (``root/FashionMNIST/raw``)."""
     raw = root / "FashionMNIST" / "raw"
     for gz in sorted(DEBIAN_FASHION_MNIST.glob("*-ubyte.gz")):
         target = raw / gz.name[:-3]
@@ -125,7 +127,7 @@ def cifar10(root: str = "data", download: bool = False, val_fraction: float = 0.
             augment: dict[str, Any] | None = None, **_: Any) -> DataBundle:
     train_all = _torchvision_split("CIFAR10", root, True, download)
     test = _torchvision_split("CIFAR10", root, False, download)
-    to_t = lambda a: torch.as_tensor(a).permute(0, 3, 1, 2).contiguous()  # noqa: E731  (N×H×W×C uint8 → N×C×H×W)
+    to_t = lambda a: torch.as_tensor(a).permute(0, 3, 1, 2).contiguous()
     full = TensorImages(to_t(train_all.data), torch.as_tensor(train_all.targets))
     train, val = random_split(full, [1 - val_fraction, val_fraction], seed) if val_fraction else (full, None)
     bundle = DataBundle(name="cifar10", train=train, val=val,

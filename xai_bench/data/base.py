@@ -8,7 +8,8 @@ A label of -1 means "unknown"; such items are classified but not scored.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import torch
 from torch.utils.data import Dataset, Subset

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -107,7 +108,7 @@ def read_labels(path: str | Path | None) -> dict[str, Any]:
             data = OmegaConf.to_container(OmegaConf.create(text))
         else:
             data = json.loads(text)
-    except Exception as exc:  # noqa: BLE001  (YAML/JSON parsers raise many types; re-raised with the file name)
+    except Exception as exc:
         raise ValueError(f"cannot parse labels file {path}: {exc}") from exc
     if not isinstance(data, dict):
         raise ValueError(f"labels file {path} must map file names to class ids")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -78,7 +79,8 @@ def build_augment(cfg: dict[str, Any] | None, image_size: int | None = None) -> 
     return v2.Compose(ops) if ops else None
 
 
-def eval_transform(input_size: tuple[int, int, int], resize_size: int | None = None) -> Callable[[Image.Image], torch.Tensor]:
+def eval_transform(input_size: tuple[int, int, int],
+                   resize_size: int | None = None) -> Callable[[Image.Image], torch.Tensor]:
     """PIL image → C×H×W tensor in [0, 1] following a model's policy: resize the shorter side to ``resize_size``
     and centre-crop to ``input_size`` (ImageNet style), or resize straight to ``input_size`` when it is ``None``."""
     from torchvision.transforms import v2

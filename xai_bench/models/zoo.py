@@ -5,7 +5,8 @@ from __future__ import annotations
 import socket
 from collections import OrderedDict
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -63,7 +64,9 @@ def small_cnn(num_classes: int, in_chans: int = 3, input_size: int = 32, dropout
     return ImageClassifier(net, num_classes=num_classes, input_size=(in_chans, size, size),
                            arch={"name": "small_cnn", "num_classes": num_classes, "in_chans": in_chans,
                                  "input_size": size, "dropout": dropout}, name="small_cnn",
-                           **_meta(meta, default_layer="net.features.block3.2", mean=(0.5,) * in_chans, std=(0.25,) * in_chans))  # last block's ReLU, before pooling
+                           # default layer: the last block's ReLU, before pooling
+                           **_meta(meta, default_layer="net.features.block3.2", mean=(0.5,) * in_chans,
+                                   std=(0.25,) * in_chans))
 
 
 @MODELS.register("darknet53")
@@ -120,7 +123,7 @@ def _network_available(host: str, timeout: float = 2.0) -> bool:
 def _pretrained_errors(source: str, arch: str) -> Iterator[None]:
     try:
         yield
-    except Exception as exc:  # noqa: BLE001  (hub/HTTP errors come in many types; re-raised with the fix below)
+    except Exception as exc:
         raise RuntimeError(
             f"Could not load pretrained {source} weights for {arch!r}: {type(exc).__name__}: {exc}. "
             "Without network, use a model whose weights ship offline (model=efficientnet_lite0/1/2), "
@@ -162,7 +165,8 @@ def timm_model(arch: str, *, num_classes: int | None = None, in_chans: int = 3, 
     n = net.num_classes
     if pretrained and n == 1000:
         meta.setdefault("class_names", imagenet_class_names())
-    mean, std = meta.pop("mean", None) or cfg.get("mean", IMAGENET_MEAN), meta.pop("std", None) or cfg.get("std", IMAGENET_STD)
+    mean = meta.pop("mean", None) or cfg.get("mean", IMAGENET_MEAN)
+    std = meta.pop("std", None) or cfg.get("std", IMAGENET_STD)
     if in_chans != len(mean):
         mean, std = [sum(mean) / len(mean)] * in_chans, [sum(std) / len(std)] * in_chans
     return ImageClassifier(net, num_classes=n, input_size=(in_chans, side, side),

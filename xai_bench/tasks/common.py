@@ -11,7 +11,8 @@ import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
+from collections.abc import Iterator, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -27,7 +28,7 @@ def output_dir(cfg: DictConfig) -> Path:
     if HydraConfig.initialized():
         try:
             return Path(HydraConfig.get().runtime.output_dir)
-        except Exception:  # noqa: BLE001  (compose() without a run has no runtime.output_dir)
+        except Exception:
             pass
     return Path(cfg.paths.output_dir)
 
