@@ -17,8 +17,9 @@ from xai_bench.metrics import topk_correct
 @torch.no_grad()
 def corruption_correctness(models: dict[str, nn.Module], loader: DataLoader,
                            suite: dict[str, Callable[[torch.Tensor], torch.Tensor]], device: torch.device, *,
-                           progress: bool = True) -> dict[str, dict[str, torch.Tensor]]:
-    """Top-1 correctness (Bool[N]) of each model on clean images (label ``"clean"``) and under each corruption.
+                           progress: bool = True) -> tuple[dict[str, dict[str, torch.Tensor]], torch.Tensor]:
+    """Top-1 correctness (Bool[N]) of each model on clean images (label ``"clean"``) and under each corruption,
+    and which images can be scored at all (Bool[N]: they have a label or a reference set).
 
     Each batch is corrupted once per label on ``device`` and shared by all models, so a reference model costs
     forward passes only.
@@ -27,6 +28,7 @@ def corruption_correctness(models: dict[str, nn.Module], loader: DataLoader,
     for model in models.values():
         model.eval()
     labels = ["clean", *suite]
+    scored: list[torch.Tensor] = []
     for batch in tqdm(loader, desc="corruptions", disable=not progress, leave=False):
         x = batch["image"].to(device)
         if "accept" in batch:
@@ -34,13 +36,14 @@ def corruption_correctness(models: dict[str, nn.Module], loader: DataLoader,
         else:
             y = batch["label"].to(device)
             accept = torch.nn.functional.one_hot(y.clamp(min=0), -1).bool() & (y >= 0).unsqueeze(1)
+        scored.append(accept.any(1).cpu())
         for label in labels:
             xc = x if label == "clean" else suite[label](x)
             for name, model in models.items():
                 probs = model(xc).softmax(1)
                 acc = accept if accept.shape[1] == probs.shape[1] else _pad(accept, probs.shape[1])
                 out[name][label].append(topk_correct(probs, acc, 1).cpu())
-    return {m: {k: torch.cat(v) for k, v in d.items()} for m, d in out.items()}
+    return {m: {k: torch.cat(v) for k, v in d.items()} for m, d in out.items()}, torch.cat(scored)
 
 
 def _pad(accept: torch.Tensor, k: int) -> torch.Tensor:
@@ -55,17 +58,22 @@ def split_label(label: str) -> tuple[str, int | None]:
     return (name, int(sev)) if name and sev.isdigit() else (label, None)
 
 
-def corruption_summary(correct: dict[str, torch.Tensor],
-                       reference: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+def corruption_summary(correct: dict[str, torch.Tensor], reference: dict[str, torch.Tensor] | None = None,
+                       scored: torch.Tensor | None = None) -> dict[str, Any]:
     """Accuracy per label, per corruption (mean over severities), mean corruption error relative to clean and,
     with a reference model, Hendrycks & Dietterich's mCE and relative mCE (ratios of summed errors per corruption)."""
+    if scored is not None:  # unlabelled images are classified but cannot be right or wrong
+        if not scored.any():
+            return {"accuracy": {}, "n_scored": 0}
+        correct = {k: v[scored] for k, v in correct.items()}
+        reference = {k: v[scored] for k, v in reference.items()} if reference is not None else None
     acc = {k: float(v.float().mean()) for k, v in correct.items()}
     clean_err = 1 - acc["clean"]
     by_corruption: dict[str, list[str]] = defaultdict(list)
     for label in correct:
         if label != "clean":
             by_corruption[split_label(label)[0]].append(label)
-    summary: dict[str, Any] = {"accuracy": acc, "clean_accuracy": acc["clean"]}
+    summary: dict[str, Any] = {"accuracy": acc, "clean_accuracy": acc["clean"], "n_scored": len(correct["clean"])}
     if not by_corruption:
         return summary
     errs = {c: [1 - acc[lb] for lb in labels] for c, labels in by_corruption.items()}
@@ -87,11 +95,15 @@ def corruption_summary(correct: dict[str, torch.Tensor],
     return summary
 
 
-def flip_rows(correct: dict[str, torch.Tensor], names: list[str]) -> list[dict[str, Any]]:
-    """Per image: correct or not on the clean image and under each alteration, and how many alterations flipped it."""
+def flip_rows(correct: dict[str, torch.Tensor], names: list[str],
+              scored: torch.Tensor | None = None) -> list[dict[str, Any]]:
+    """Per scored image: correct or not on the clean image and under each alteration, and how many alterations
+    flipped it."""
     rows = []
     labels = [k for k in correct if k != "clean"]
     for i, name in enumerate(names):
+        if scored is not None and not scored[i]:
+            continue
         row: dict[str, Any] = {"image": name, "clean": bool(correct["clean"][i])}
         row.update({k: bool(correct[k][i]) for k in labels})
         row["flipped"] = sum(row["clean"] != row[k] for k in labels)

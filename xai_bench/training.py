@@ -4,6 +4,7 @@ checkpoints with exact resume, and the best model exported as safetensors + JSON
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,8 +123,11 @@ def fit(model: ImageClassifier, data: DataBundle, cfg: DictConfig, ctx: Any) -> 
     device = ctx.device
     on_gpu = device.type == "cuda"
     channels_last = bool(tc.channels_last) if tc.channels_last != "auto" else on_gpu
-    amp_dtype = {"auto": torch.bfloat16 if on_gpu else None, "bf16": torch.bfloat16, "fp16": torch.float16,
-                 False: None, None: None, "none": None}[tc.amp]
+    amp_choices = {"auto": torch.bfloat16 if on_gpu else None, True: torch.bfloat16 if on_gpu else None,
+                   "bf16": torch.bfloat16, "fp16": torch.float16, False: None, None: None, "none": None}
+    if tc.amp not in amp_choices:
+        raise ValueError(f"trainer.amp={tc.amp!r} is not one of auto, bf16, fp16, none")
+    amp_dtype = amp_choices[tc.amp]
     if amp_dtype is not None and not on_gpu:
         raise ValueError(f"trainer.amp={tc.amp} needs a GPU; use trainer.amp=auto or none on CPU")
     model.to(device)
@@ -135,7 +139,12 @@ def fit(model: ImageClassifier, data: DataBundle, cfg: DictConfig, ctx: Any) -> 
 
     train_loader = make_loader(data.split("train"), tc.batch_size, shuffle=True, seed=int(cfg.seed),
                                num_workers=tc.num_workers, drop_last=False)
-    val_ds = data.val if data.val is not None else data.split("test")
+    if data.val is None:
+        # Selecting epochs on the test split and then reporting it would overstate accuracy.
+        raise ValueError(f"dataset {data.name!r} has no validation split, which early stopping and the best-"
+                         "checkpoint choice need; set dataset.val_fraction > 0 (dataset.n_val > 0 for "
+                         "synthetic_shapes). The test split is never used for model selection.")
+    val_ds = data.val
     val_loader = make_loader(val_ds, tc.eval_batch_size, num_workers=tc.num_workers)
     es = tc.early_stopping
     monitor, mode = es.monitor, es.mode
@@ -143,8 +152,16 @@ def fit(model: ImageClassifier, data: DataBundle, cfg: DictConfig, ctx: Any) -> 
     sched = None
     if cfg.get("scheduler") and cfg.scheduler.get("scheduler"):
         node = cfg.scheduler.scheduler
-        # Per-step schedules (OneCycle) need the run's length, which only the loader knows.
-        extra = {"total_steps": tc.max_epochs * n_batches} if "total_steps" in node and node.total_steps is None else {}
+        extra: dict[str, Any] = {}
+        if "total_steps" in node and node.total_steps is None:
+            # Per-step schedules (OneCycle) need the run's length, which only the loader knows.
+            total = tc.max_epochs * n_batches
+            extra["total_steps"] = total
+            if "pct_start" in node and total < 3:
+                raise ValueError(f"scheduler={node._target_.rsplit('.', 1)[-1]} needs at least 3 optimiser steps, the "
+                                 f"run has {total}; use scheduler=none or more data/epochs")
+            if "pct_start" in node:  # torch divides by (pct_start·total − 1): keep the warm-up ≥ 2 steps
+                extra["pct_start"] = max(float(node.pct_start), 2.0 / total)
         sched = build(node)(opt, **extra)
     ckpt_dir = ctx.out_dir / "checkpoints"
     state = TrainState(max_epochs=tc.max_epochs)
@@ -159,9 +176,20 @@ def fit(model: ImageClassifier, data: DataBundle, cfg: DictConfig, ctx: Any) -> 
         ctx.metrics["resumed_from"] = str(resume_from)
         ctx.metrics["resumed_at_epoch"] = state.epoch
 
+    if resume_from is None and tc.resume in (True, "auto", "true"):
+        print(f"trainer.resume={tc.resume}: no checkpoint in {ckpt_dir}, starting from scratch (to continue an "
+              "earlier run, pass its folder: trainer.resume=outputs/train/<run>)")
+    if resume_from is not None and resume_from.parent.parent.resolve() != ctx.out_dir.resolve():
+        # Carry the earlier run's best model along, so this run's best/ exists even if no later epoch beats it.
+        src_best = resume_from.parent.parent / "best"
+        if src_best.is_dir() and not (ctx.out_dir / "best").exists():
+            shutil.copytree(src_best, ctx.out_dir / "best")
     step = state.epoch * n_batches
+    if es.patience is not None and state.bad_epochs >= es.patience:
+        print(f"early stopping: the resumed run had already stopped ({monitor} flat for {state.bad_epochs} epochs)")
 
-    for epoch in range(state.epoch, tc.max_epochs):
+    for epoch in range(state.epoch, tc.max_epochs if not (es.patience is not None and state.bad_epochs >= es.patience)
+                       else state.epoch):
         # Shuffling depends only on (seed, epoch), so a resumed epoch sees the same order as the original.
         train_loader.generator.manual_seed(int(cfg.seed) * 100_003 + epoch)
         model.train()

@@ -210,8 +210,11 @@ class Explainer:
                 kwargs[key] = value[s]
         c, h, w = x.shape[1:]
         if self.window is not None:
-            kwargs["sliding_window_shapes"] = (c, self.window, self.window)
-            kwargs["strides"] = (c, self.stride or self.window, self.stride or self.window)
+            # A window wider than the image (the 56-px default set on 32-px data) becomes the whole image side.
+            win_h, win_w = min(self.window, h), min(self.window, w)
+            stride = self.stride or self.window
+            kwargs["sliding_window_shapes"] = (c, win_h, win_w)
+            kwargs["strides"] = (c, min(stride, win_h), min(stride, win_w))
         if self._one_image_per_call and x.shape[0] > 1:
             maps = torch.cat([self._call_method(x[i:i + 1], t[i:i + 1], _slice_kwargs(kwargs, i, x.shape[0]))
                               for i in range(x.shape[0])])

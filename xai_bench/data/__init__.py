@@ -148,7 +148,8 @@ def digits(image_size: int = 16, val_fraction: float = 0.15, test_fraction: floa
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False).clamp(0, 1)
     full = TensorImages(x, torch.as_tensor(d.target))
     train, val, test = random_split(full, [1 - val_fraction - test_fraction, val_fraction, test_fraction], seed)
-    bundle = DataBundle(name="digits", train=train, val=val, test=test, num_classes=10,
+    bundle = DataBundle(name="digits", train=train, val=val if val_fraction else None,
+                        test=test if test_fraction else None, num_classes=10,
                         class_names=[str(i) for i in range(10)], channels=1, image_size=image_size)
     return _with_augment(bundle, augment)
 
@@ -160,7 +161,7 @@ def imagefolder(root: str, image_size: int = 64, channels: int = 3, val_fraction
     full = FolderDataset(root, image_size, channels)
     fractions = [1 - val_fraction - test_fraction, val_fraction] + ([test_fraction] if test_fraction else [])
     parts = random_split(full, fractions, seed)
-    bundle = DataBundle(name=f"imagefolder:{Path(root).name}", train=parts[0], val=parts[1],
+    bundle = DataBundle(name=f"imagefolder:{Path(root).name}", train=parts[0], val=parts[1] if val_fraction else None,
                         test=parts[2] if test_fraction else None, num_classes=len(full.classes),
                         class_names=full.classes, channels=channels, image_size=image_size)
     return _with_augment(bundle, augment)
@@ -180,6 +181,10 @@ def images(root: str | None = None, paths: Sequence[str] | None = None, labels: 
     missing = [str(p) for p in files if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"image file(s) listed in dataset.paths do not exist: {missing}")
+    if labels is not None and not isinstance(labels, (str, Path, dict)):
+        from omegaconf import OmegaConf
+
+        labels = OmegaConf.to_container(labels, resolve=True)  # a mapping given inline in the config
     mapping = read_labels(labels) if isinstance(labels, (str, Path)) else dict(labels or {})
     if class_names is None and num_classes == 1000:
         from xai_bench.models import imagenet_class_names
@@ -242,6 +247,11 @@ def prepare_for_model(bundle: DataBundle, model: Any) -> DataBundle:
     if bundle.image_size is not None and bundle.channels != model.input_size[0]:
         raise ValueError(f"dataset {bundle.name!r} has {bundle.channels}-channel images but model {model.name!r} "
                          f"takes {model.input_size[0]} channels; set model.in_chans={bundle.channels}")
+    if (bundle.image_size is not None and getattr(model, "fixed_input_size", False)
+            and tuple(model.input_size[1:]) != (bundle.image_size, bundle.image_size)):
+        raise ValueError(f"dataset {bundle.name!r} has {bundle.image_size}×{bundle.image_size} images but model "
+                         f"{model.name!r} only takes {model.input_size[1]}×{model.input_size[2]}; set "
+                         f"dataset.image_size={model.input_size[1]}")
     return bundle
 
 

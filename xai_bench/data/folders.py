@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -67,9 +67,10 @@ class ImageListDataset(Dataset):
             entry = (labels or {}).get(n, (labels or {}).get(p.stem))
             if entry is None:
                 continue
+            is_map = isinstance(entry, Mapping)
             ids = [entry] if isinstance(entry, int) else list(entry.get("accept", [entry.get("label")])) \
-                if isinstance(entry, dict) else list(entry)
-            label = entry.get("label", ids[0]) if isinstance(entry, dict) else ids[0]
+                if is_map else list(entry)
+            label = entry.get("label", ids[0]) if is_map else ids[0]
             bad = [c for c in ids + [label] if not isinstance(c, int) or not 0 <= c < num_classes]
             if bad:
                 raise ValueError(f"label entry for {n!r} has class ids {bad} outside 0..{num_classes - 1}")

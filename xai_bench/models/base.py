@@ -32,6 +32,8 @@ class ImageClassifier(nn.Module):
             straight to ``input_size``).
         name: architecture name, recorded in checkpoints.
         arch: everything needed to rebuild ``net`` (stored in checkpoint JSON).
+        fixed_input_size: the network only accepts ``input_size`` (e.g. a flatten before a dense layer), so data of
+            another size is an error rather than something global pooling absorbs.
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class ImageClassifier(nn.Module):
         resize_size: int | None = None,
         name: str = "model",
         arch: dict[str, Any] | None = None,
+        fixed_input_size: bool = False,
     ) -> None:
         super().__init__()
         self.net = net
@@ -67,6 +70,7 @@ class ImageClassifier(nn.Module):
         self.resize_size = resize_size
         self.name = name
         self.arch = dict(arch or {})
+        self.fixed_input_size = fixed_input_size
         if default_layer is not None:
             self.get_layer(default_layer)  # fail early on a wrong name
 

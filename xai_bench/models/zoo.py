@@ -63,7 +63,7 @@ def small_cnn(num_classes: int, in_chans: int = 3, input_size: int = 32, dropout
     net = SmallCNN(num_classes, in_chans, size, dropout)
     return ImageClassifier(net, num_classes=num_classes, input_size=(in_chans, size, size),
                            arch={"name": "small_cnn", "num_classes": num_classes, "in_chans": in_chans,
-                                 "input_size": size, "dropout": dropout}, name="small_cnn",
+                                 "input_size": size, "dropout": dropout}, name="small_cnn", fixed_input_size=True,
                            # default layer: the last block's ReLU, before pooling
                            **_meta(meta, default_layer="net.features.block3.2", mean=(0.5,) * in_chans,
                                    std=(0.25,) * in_chans))

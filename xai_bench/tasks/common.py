@@ -105,8 +105,8 @@ def run_context(cfg: DictConfig, task: str) -> Iterator[RunContext]:
     ctx = RunContext(cfg=cfg, out_dir=out, tracker=tracker, device=resolve_device(cfg.get("device", "auto")))
     t0 = time.perf_counter()
     status, error = "ok", None
-    tracker.start(out, resolved, name=f"{task}-{out.name}")
     try:
+        tracker.start(out, resolved, name=f"{task}-{out.name}")
         yield ctx
     except BaseException as exc:
         status, error = ("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"), "".join(

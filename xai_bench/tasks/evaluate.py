@@ -80,8 +80,11 @@ def _evaluate_corruptions(cfg: DictConfig, ctx: RunContext, model: torch.nn.Modu
         node = OmegaConf.to_container(cfg.reference_model, resolve=True)
         models["reference"] = create_model(**node).to(ctx.device).eval()  # type: ignore[arg-type]
     with ctx.timer("corruptions"):
-        correct = corruption_correctness(models, loader, suite, ctx.device, progress=cfg.progress)
-    summary = corruption_summary(correct["model"], correct.get("reference"))
+        correct, scored = corruption_correctness(models, loader, suite, ctx.device, progress=cfg.progress)
+    summary = corruption_summary(correct["model"], correct.get("reference"), scored)
+    if not summary["n_scored"]:
+        print("corruptions: no image has a label or reference set, so there is no accuracy to report")
+        return
     ctx.metrics["corruptions"] = summary
     for key in ("mean_corruption_error", "relative_corruption_error", "mCE", "relative_mCE"):
         if key in summary:
@@ -90,7 +93,7 @@ def _evaluate_corruptions(cfg: DictConfig, ctx: RunContext, model: torch.nn.Modu
     acc = summary["accuracy"]
     ctx.table("corruption_accuracy", [{"corruption": split_label(k)[0], "severity": split_label(k)[1], "label": k,
                                        "accuracy": v} for k, v in acc.items()])
-    ctx.table("flips", flip_rows(correct["model"], names))
+    ctx.table("flips", flip_rows(correct["model"], names, scored))
     graded = sorted({split_label(k)[0] for k in acc if split_label(k)[1] is not None})
     if graded:
         sevs = sorted({split_label(k)[1] for k in acc if split_label(k)[1] is not None})

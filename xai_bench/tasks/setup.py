@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from omegaconf import DictConfig, OmegaConf
 
 from xai_bench.data import DataBundle, prepare_for_model
@@ -22,13 +24,19 @@ def build_model(cfg: DictConfig, data: DataBundle | None = None) -> ImageClassif
     assert isinstance(node, dict)
     node.pop("_target_", None)
     node.pop("arch", None)  # folded into name (timm/<arch>, torchvision/<arch>)
-    if data is not None and not node.get("pretrained") and node.get("name") != "checkpoint":
-        for key, value in (("num_classes", data.num_classes), ("in_chans", data.channels),
-                           ("input_size", data.image_size)):
+    if data is not None and node.get("name") != "checkpoint":
+        fill = [("in_chans", data.channels), ("input_size", data.image_size)]
+        if not node.get("pretrained"):
+            fill.append(("num_classes", data.num_classes))
+        for key, value in fill:
             if node.get(key) is None and value is not None:
                 node[key] = value
         if node.get("class_names") is None and node.get("num_classes") == data.num_classes:
             node["class_names"] = data.class_names
+    if cfg.get("task_name") != "train" and node.get("name") != "checkpoint" and not node.get("pretrained"):
+        warnings.warn(f"model {node.get('name')!r} has random weights (not pretrained, not a checkpoint): its "
+                      "predictions and explanations are meaningless; use model=checkpoint model.path=<run>/best",
+                      stacklevel=2)
     model = create_model(**node)
     if data is not None:
         if data.num_classes != model.num_classes:
