@@ -282,3 +282,21 @@ def test_save_figure_keeps_requested_format(tmp_path) -> None:
     assert path.read_bytes().startswith(b"%PDF")
     with pytest.raises(ValueError, match="path must end in"):
         viz.save_figure(viz.image_grid(_images(1, 3)), tmp_path / "fig.nope")
+
+
+def test_attribution_grid_per_method_kinds():
+    import numpy as np
+
+    from xai_bench import viz
+
+    images = np.random.default_rng(0).random((2, 3, 16, 16))
+    maps = {"saliency": np.random.default_rng(1).random((2, 1, 16, 16)),
+            "gradcam": np.random.default_rng(2).random((2, 1, 4, 4))}
+    fig = viz.attribution_grid(images, maps, kind="heatmap", method_kinds={"gradcam": "overlay"})
+    # the overlay cell draws the image and the map (two images), the heat map cell only the map
+    axes = fig.axes
+    assert len(axes[1].images) == 1 and len(axes[2].images) == 2
+    import pytest
+
+    with pytest.raises(ValueError, match="kind must be one of"):
+        viz.attribution_grid(images, maps, kind="heatmap", method_kinds={"gradcam": "sparkles"})

@@ -488,6 +488,7 @@ def attribution_grid(
     *,
     titles: Sequence[str] | None = None,
     kind: str = "overlay",
+    method_kinds: Mapping[str, str] | None = None,
     signed: Mapping[str, bool] | bool = False,
     models: Sequence[str] | None = None,
     alpha: float = 0.5,
@@ -507,6 +508,8 @@ def attribution_grid(
         maps: method name (or ``(model, method)``) → ``N×C×H×W``, ``N×1×H×W`` or ``N×H×W`` maps.
         titles: one row label per image, e.g. ``"cat 0.93"`` (prediction and confidence).
         kind: ``"overlay"``, ``"heatmap"``, ``"isolines"`` or ``"signed"``.
+        method_kinds: per-method exceptions to ``kind`` (method name → kind), e.g. Grad-CAM as an overlay in a
+            grid of heat maps.
         signed: one flag for all methods, or method name (or ``(model, method)`` key) → flag; missing → False.
         models: order of the model blocks (default: first appearance in ``maps``); only for tuple keys.
         alpha, cmap, percentile: see :func:`draw_overlay` / :func:`normalize_map`.
@@ -516,8 +519,10 @@ def attribution_grid(
     Returns:
         The figure (``N × (1 + #columns)`` axes; for tuple keys one image column per model block).
     """
-    if kind not in _ATTRIBUTION_KINDS or kind == "all":
-        raise ValueError(f"kind must be one of {_ATTRIBUTION_KINDS[:-1]} for a grid, got {kind!r}")
+    method_kinds = dict(method_kinds or {})
+    for k in (kind, *method_kinds.values()):
+        if k not in _ATTRIBUTION_KINDS or k == "all":
+            raise ValueError(f"kind must be one of {_ATTRIBUTION_KINDS[:-1]} for a grid, got {k!r}")
     imgs = _batch(images, "images")
     n = imgs.shape[0]
     _check_len(titles, n, "titles")
@@ -541,8 +546,11 @@ def attribution_grid(
         blocks = [(None, keys)]
     arrays = {k: _map_batch(maps[k], n, f"maps[{k!r}]") for k in keys}
 
+    def kind_of(key: Any) -> str:
+        return method_kinds.get(key[1] if isinstance(key, tuple) else key, kind)
+
     def is_signed(key: Any) -> bool:
-        if kind == "signed":
+        if kind_of(key) == "signed":
             return True
         if isinstance(signed, bool):
             return signed
@@ -575,7 +583,7 @@ def attribution_grid(
             col += 1
             for k in ks:
                 ax = axes[i][col]
-                _draw_kind(ax, kind, imgs[i], arrays[k][i], signed=is_signed(k), alpha=alpha, cmap=cmap,
+                _draw_kind(ax, kind_of(k), imgs[i], arrays[k][i], signed=is_signed(k), alpha=alpha, cmap=cmap,
                            percentile=percentile)
                 if i == 0:
                     ax.set_title(_wrap(k[1] if isinstance(k, tuple) else k, cell_w), fontsize=_FONT)

@@ -282,7 +282,10 @@ def _draw_grids(ctx: RunContext, x: Tensor, maps: dict[str, Tensor], signed: dic
     signed = {headers[name]: v for name, v in signed.items()}
     paths = []
     for k in kinds:
-        fig = viz.attribution_grid(x, maps, titles=titles, kind=k, signed=signed,
+        # per-method exceptions (Grad-CAM as an overlay among heat maps) apply to a single-kind grid only
+        method_kinds = {headers.get(m, m): v for m, v in (fig_cfg.get("method_kinds") or {}).items()
+                        if m in headers} if kind != "all" else {}
+        fig = viz.attribution_grid(x, maps, titles=titles, kind=k, method_kinds=method_kinds, signed=signed,
                                    cell_size=float(fig_cfg.get("cell_size", 1.8)), **_style(fig_cfg))
         path = ctx.figure("attributions" if kind != "all" else f"attributions_{k}", fig)
         paths.append(str(path.relative_to(ctx.out_dir)))
