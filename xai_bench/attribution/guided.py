@@ -168,6 +168,13 @@ class _Honest:
             )
         self._checked = True  # the model's structure does not change between calls
 
+    def _honest_attribute(self, captum_cls: type, inputs: Any, target: Any, additional_forward_args: Any,
+                          allow_unsupported: bool | None) -> Any:
+        """Check support, then run Captum's ``attribute`` (unwrapped from its usage logger) with ReLUs out of place."""
+        self._check_support(inputs, additional_forward_args, allow_unsupported)
+        with _out_of_place(self.model):
+            return captum_cls.attribute.__wrapped__(self, inputs, target, additional_forward_args)
+
     def _register_hooks(self, module: nn.Module) -> None:
         if _module_verdict(module) == "handled":
             self.backward_hooks.extend(_register_backward_hook(module, self._backward_hook, self))
@@ -192,9 +199,8 @@ class GuidedBackprop(_Honest, captum.attr.GuidedBackprop):
     def attribute(self, inputs: Tensor | tuple[Tensor, ...], target: TargetType = None,
                   additional_forward_args: Any = None, allow_unsupported: bool | None = None) -> Any:
         """Captum's ``GuidedBackprop.attribute``; ``allow_unsupported`` overrides the constructor's setting."""
-        self._check_support(inputs, additional_forward_args, allow_unsupported)
-        with _out_of_place(self.model):
-            return captum.attr.GuidedBackprop.attribute.__wrapped__(self, inputs, target, additional_forward_args)
+        return self._honest_attribute(captum.attr.GuidedBackprop, inputs, target, additional_forward_args,
+                                      allow_unsupported)
 
 
 class Deconvolution(_Honest, captum.attr.Deconvolution):
@@ -217,9 +223,8 @@ class Deconvolution(_Honest, captum.attr.Deconvolution):
     def attribute(self, inputs: Tensor | tuple[Tensor, ...], target: TargetType = None,
                   additional_forward_args: Any = None, allow_unsupported: bool | None = None) -> Any:
         """Captum's ``Deconvolution.attribute``; ``allow_unsupported`` overrides the constructor's setting."""
-        self._check_support(inputs, additional_forward_args, allow_unsupported)
-        with _out_of_place(self.model):
-            return captum.attr.Deconvolution.attribute.__wrapped__(self, inputs, target, additional_forward_args)
+        return self._honest_attribute(captum.attr.Deconvolution, inputs, target, additional_forward_args,
+                                      allow_unsupported)
 
 
 class GuidedGradCam(captum.attr.GuidedGradCam):

@@ -7,7 +7,7 @@ A label of -1 means "unknown"; such items are classified but not scored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from collections.abc import Callable, Sequence
 
@@ -28,7 +28,6 @@ class DataBundle:
     channels: int
     image_size: int | None  # None: images keep their own size until a model's eval transform resizes them
     has_masks: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def split(self, name: str) -> Dataset:
         ds = getattr(self, name, None)
@@ -56,20 +55,6 @@ class TransformedDataset(Dataset):
             else:
                 item["image"] = self.transform(item["image"])
         return item
-
-
-class TupleDataset(Dataset):
-    """Adapts a torchvision-style ``(image, label)`` dataset to dict items."""
-
-    def __init__(self, base: Dataset) -> None:
-        self.base = base
-
-    def __len__(self) -> int:
-        return len(self.base)  # type: ignore[arg-type]
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        image, label = self.base[i]
-        return {"image": image, "label": int(label)}
 
 
 def random_split(ds: Dataset, fractions: Sequence[float], seed: int) -> list[Subset]:
