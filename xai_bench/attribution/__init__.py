@@ -2,7 +2,7 @@
 activations they cannot handle, the adaptive batching helpers the runner shares, and the runner that turns a
 ``conf/attribution/*.yaml`` node into an :class:`Explainer` (``build_attribution``)."""
 
-from xai_bench.attribution._batching import (
+from xai_bench.batching import (
     AdaptiveBatcher,
     default_batch_size,
     is_out_of_memory,

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from xai_bench.attribution._batching import AdaptiveBatcher, default_batch_size, target_indices
+from xai_bench.batching import AdaptiveBatcher, default_batch_size, target_indices
 
 __all__ = ["EigenCAM", "GradCAMPlusPlus", "ScoreCAM"]
 

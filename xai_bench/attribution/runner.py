@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from captum.attr import NoiseTunnel
 from torch import Tensor, nn
 
-from xai_bench.attribution._batching import run_batched
+from xai_bench.batching import run_batched
 from xai_bench.attribution.baselines import BASELINE_KINDS, make_baseline
 from xai_bench.attribution.superpixels import superpixel_masks
 from xai_bench.registry import unknown_name_message
