@@ -1,4 +1,9 @@
-"""Make ``import torchvision`` (and therefore ``timm``) work with a CPU torch and a CUDA torchvision wheel.
+"""Every private API of another library that xai-bench uses, in one place (tested in ``tests/test_compat.py``).
+
+When a pinned upper bound in ``pyproject.toml`` is raised, that test says at once which of these moved. Nothing
+else in the package imports a ``_private`` name of torchvision or Captum.
+
+1. Make ``import torchvision`` (and therefore ``timm``) work with a CPU torch and a CUDA torchvision wheel.
 
 The only torchvision wheel on the CPU machines is a CUDA build whose compiled extension cannot load next to the CPU
 torch. torchvision's Python side still works, except that ``torchvision/_meta_registrations.py`` registers fake
@@ -7,6 +12,12 @@ When, and only when, the extension does not load, we declare those operator sche
 import succeeds. On a machine with matching builds this module does nothing.
 
 Import it before torchvision or timm: ``import xai_bench`` does so.
+
+2. Captum internals (imported lazily, so ``import xai_bench`` stays cheap): the DeepLift non-linearity table, the
+backward-hook helper and the undecorated ``attribute`` of a class (to run it without Captum's usage logger), and
+LIME's surrogate model and similarity kernel (Captum exports them only from private modules).
+
+3. torchvision's ImageNet category names (a private module, but the only offline copy).
 """
 
 from __future__ import annotations
@@ -17,7 +28,11 @@ import os
 
 import torch
 
-__all__ = ["TORCHVISION_EXTENSION_LOADED", "nms_reference"]
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["TORCHVISION_EXTENSION_LOADED", "captum_register_backward_hook", "deeplift_nonlinearities",
+           "imagenet_categories", "lime_exp_kernel", "lime_lasso", "nms_reference", "undecorated_attribute"]
 
 _LIB: torch.library.Library | None = None
 
@@ -80,3 +95,50 @@ def _declare_ops() -> None:
 TORCHVISION_EXTENSION_LOADED = _extension_loads()
 if not TORCHVISION_EXTENSION_LOADED:
     _declare_ops()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Captum internals
+# ---------------------------------------------------------------------------------------------------------------
+def deeplift_nonlinearities() -> set[type]:
+    """The module types Captum's DeepLift hooks (and therefore must each run once, out of place)."""
+    from captum.attr._core.deep_lift import SUPPORTED_NON_LINEAR
+
+    return set(SUPPORTED_NON_LINEAR)
+
+
+def captum_register_backward_hook(module: torch.nn.Module, hook: Callable, attr_obj: Any) -> list[Any]:
+    """Captum's own backward-hook registration (handles full vs. legacy hooks the way its methods expect)."""
+    from captum._utils.common import _register_backward_hook
+
+    return _register_backward_hook(module, hook, attr_obj)
+
+
+def undecorated_attribute(cls: type) -> Callable[..., Any]:
+    """``cls.attribute`` without Captum's ``@log_usage`` wrapper, to call it on an instance of a subclass."""
+    fn = cls.attribute
+    return getattr(fn, "__wrapped__", fn)
+
+
+def lime_lasso(alpha: float = 0.01) -> Any:
+    """LIME's sparse linear surrogate (``captum._utils.models.linear_model.SkLearnLasso``)."""
+    from captum._utils.models.linear_model import SkLearnLasso
+
+    return SkLearnLasso(alpha=alpha)
+
+
+def lime_exp_kernel(distance_mode: str = "cosine", kernel_width: float = 1.0) -> Callable[..., Any]:
+    """LIME's exponential similarity kernel (``captum.attr._core.lime.get_exp_kernel_similarity_function``)."""
+    from captum.attr._core.lime import get_exp_kernel_similarity_function
+
+    return get_exp_kernel_similarity_function(distance_mode=distance_mode, kernel_width=kernel_width)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# torchvision internals
+# ---------------------------------------------------------------------------------------------------------------
+def imagenet_categories() -> list[str]:
+    """The 1,000 ImageNet-1k class names in index order (torchvision's private copy: it works offline)."""
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+    return list(_IMAGENET_CATEGORIES)

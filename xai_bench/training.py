@@ -3,6 +3,7 @@ checkpoints with exact resume, and the best model exported as safetensors + JSON
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 from dataclasses import dataclass, field
@@ -17,7 +18,10 @@ from tqdm.auto import tqdm
 from xai_bench.data import DataBundle, make_loader
 from xai_bench.metrics import predict
 from xai_bench.models import ImageClassifier, save_checkpoint
+from xai_bench.tracking import Tracker
 from xai_bench.utils import atomic_path, build
+
+log = logging.getLogger(__name__)
 
 LAST = "last.pt"
 
@@ -114,13 +118,30 @@ def _train_step(model: nn.Module, batch: dict[str, torch.Tensor], opt: torch.opt
     return float(loss.detach()) * len(y), int((logits.argmax(1) == y).sum()), len(y)
 
 
-def fit(model: ImageClassifier, data: DataBundle, cfg: DictConfig, ctx: Any) -> dict[str, Any]:
-    """Train ``model`` on ``data.train``, validating on ``data.val`` each epoch. Returns final metrics.
+def fit(model: ImageClassifier, data: DataBundle, *, trainer: DictConfig, optim: DictConfig,
+        scheduler: DictConfig | None, out_dir: Path, device: torch.device, seed: int = 0,
+        tracker: Tracker | None = None) -> dict[str, Any]:
+    """Train ``model`` on ``data.train``, validating on ``data.val`` each epoch.
 
-    ``cfg`` is the whole task config (``trainer``, ``optim``, ``scheduler`` groups); ``ctx`` a ``RunContext``.
+    Args:
+        model: the classifier (moved to ``device``).
+        data: the dataset bundle; needs ``train`` and ``val`` splits.
+        trainer: a ``conf/trainer`` node (epochs, batch sizes, AMP, early stopping, resume, …).
+        optim: a ``conf/optim`` node (a ``_partial_`` optimiser taking the parameters).
+        scheduler: a ``conf/scheduler`` node or ``None``.
+        out_dir: where ``checkpoints/last.pt`` and ``best/`` are written.
+        device: where to train.
+        seed: drives the data order (per epoch) so that a resumed run sees the same batches.
+        tracker: receives per-step and per-epoch metrics (default: none).
+
+    Returns:
+        ``epochs``, ``best_epoch``, ``best/<monitor>``, ``history`` and, when resumed, ``resumed_from`` and
+        ``resumed_at_epoch``.
     """
-    tc = cfg.trainer
-    device = ctx.device
+    tc = trainer
+    tracker = tracker or Tracker()
+    out_dir = Path(out_dir)
+    result: dict[str, Any] = {}
     on_gpu = device.type == "cuda"
     channels_last = bool(tc.channels_last) if tc.channels_last != "auto" else on_gpu
     amp_choices = {"auto": torch.bfloat16 if on_gpu else None, True: torch.bfloat16 if on_gpu else None,
@@ -133,11 +154,11 @@ def fit(model: ImageClassifier, data: DataBundle, cfg: DictConfig, ctx: Any) -> 
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    opt = build(cfg.optim)(model.parameters())
-    per_step = bool(cfg.get("scheduler") and cfg.scheduler.get("interval") == "step")
+    opt = build(optim)(model.parameters())
+    per_step = bool(scheduler and scheduler.get("interval") == "step")
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
 
-    train_loader = make_loader(data.split("train"), tc.batch_size, shuffle=True, seed=int(cfg.seed),
+    train_loader = make_loader(data.split("train"), tc.batch_size, shuffle=True, seed=int(seed),
                                num_workers=tc.num_workers, drop_last=False)
     if data.val is None:
         # Selecting epochs on the test split and then reporting it would overstate accuracy.
@@ -150,8 +171,8 @@ def fit(model: ImageClassifier, data: DataBundle, cfg: DictConfig, ctx: Any) -> 
     monitor, mode = es.monitor, es.mode
     n_batches = len(train_loader) if tc.limit_train_batches is None else min(len(train_loader), tc.limit_train_batches)
     sched = None
-    if cfg.get("scheduler") and cfg.scheduler.get("scheduler"):
-        node = cfg.scheduler.scheduler
+    if scheduler and scheduler.get("scheduler"):
+        node = scheduler.scheduler
         extra: dict[str, Any] = {}
         if "total_steps" in node and node.total_steps is None:
             # Per-step schedules (OneCycle) need the run's length, which only the loader knows.
@@ -163,9 +184,9 @@ def fit(model: ImageClassifier, data: DataBundle, cfg: DictConfig, ctx: Any) -> 
             if "pct_start" in node:  # torch divides by (pct_start·total − 1): keep the warm-up ≥ 2 steps
                 extra["pct_start"] = max(float(node.pct_start), 2.0 / total)
         sched = build(node)(opt, **extra)
-    ckpt_dir = ctx.out_dir / "checkpoints"
+    ckpt_dir = out_dir / "checkpoints"
     state = TrainState(max_epochs=tc.max_epochs)
-    resume_from = find_resume_checkpoint(tc.resume, ctx.out_dir)
+    resume_from = find_resume_checkpoint(tc.resume, out_dir)
     if resume_from is not None:
         state = _load_last(resume_from, model, opt, sched, device)
         if sched is not None and state.max_epochs not in (None, tc.max_epochs):
@@ -173,25 +194,25 @@ def fit(model: ImageClassifier, data: DataBundle, cfg: DictConfig, ctx: Any) -> 
                 f"trainer.resume: {resume_from} was written by a run with trainer.max_epochs={state.max_epochs}, "
                 f"this one has {tc.max_epochs}; its learning-rate schedule cannot be stretched. Resume with "
                 f"trainer.max_epochs={state.max_epochs}, or train longer with scheduler=none.")
-        ctx.metrics["resumed_from"] = str(resume_from)
-        ctx.metrics["resumed_at_epoch"] = state.epoch
+        result.update(resumed_from=str(resume_from), resumed_at_epoch=state.epoch)
 
     if resume_from is None and tc.resume in (True, "auto", "true"):
-        print(f"trainer.resume={tc.resume}: no checkpoint in {ckpt_dir}, starting from scratch (to continue an "
-              "earlier run, pass its folder: trainer.resume=outputs/train/<run>)")
-    if resume_from is not None and resume_from.parent.parent.resolve() != ctx.out_dir.resolve():
+        log.warning("trainer.resume=%s: no checkpoint in %s, starting from scratch (to continue an earlier run, "
+                    "pass its folder: trainer.resume=outputs/train/<run>)", tc.resume, ckpt_dir)
+    if resume_from is not None and resume_from.parent.parent.resolve() != out_dir.resolve():
         # Carry the earlier run's best model along, so this run's best/ exists even if no later epoch beats it.
         src_best = resume_from.parent.parent / "best"
-        if src_best.is_dir() and not (ctx.out_dir / "best").exists():
-            shutil.copytree(src_best, ctx.out_dir / "best")
+        if src_best.is_dir() and not (out_dir / "best").exists():
+            shutil.copytree(src_best, out_dir / "best")
     step = state.epoch * n_batches
     if es.patience is not None and state.bad_epochs >= es.patience:
-        print(f"early stopping: the resumed run had already stopped ({monitor} flat for {state.bad_epochs} epochs)")
+        log.info("early stopping: the resumed run had already stopped (%s flat for %d epochs)", monitor,
+                 state.bad_epochs)
 
     for epoch in range(state.epoch, tc.max_epochs if not (es.patience is not None and state.bad_epochs >= es.patience)
                        else state.epoch):
         # Shuffling depends only on (seed, epoch), so a resumed epoch sees the same order as the original.
-        train_loader.generator.manual_seed(int(cfg.seed) * 100_003 + epoch)
+        train_loader.generator.manual_seed(int(seed) * 100_003 + epoch)
         model.train()
         loss_sum = correct = seen = 0
         bar = tqdm(train_loader, total=n_batches, desc=f"epoch {epoch + 1}/{tc.max_epochs}",
@@ -207,7 +228,7 @@ def fit(model: ImageClassifier, data: DataBundle, cfg: DictConfig, ctx: Any) -> 
             if sched is not None and per_step:
                 sched.step()
             if tc.log_every_n_steps and step % tc.log_every_n_steps == 0:
-                ctx.tracker.log({"train/step_loss": loss / n, "lr": opt.param_groups[0]["lr"]}, step=step)
+                tracker.log({"train/step_loss": loss / n, "lr": opt.param_groups[0]["lr"]}, step=step)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
         lr = opt.param_groups[0]["lr"]
         if sched is not None and not per_step:
@@ -218,21 +239,20 @@ def fit(model: ImageClassifier, data: DataBundle, cfg: DictConfig, ctx: Any) -> 
                "val/acc": val_acc, "lr": lr}
         state.history.append(row)
         state.epoch = epoch + 1
-        ctx.tracker.log(row, step=step)
-        print(f"epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"),
-              flush=True)
+        tracker.log(row, step=step)
+        log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
         if monitor not in row:
             raise ValueError(f"trainer.early_stopping.monitor={monitor!r} is not a logged metric; "
                              f"choose one of {sorted(k for k in row if k != 'epoch')}")
         if _improved(row[monitor], state.best, mode, es.min_delta):
             state.best, state.best_epoch, state.bad_epochs = row[monitor], epoch + 1, 0
-            save_checkpoint(model, ctx.out_dir / "best")
+            save_checkpoint(model, out_dir / "best")
         else:
             state.bad_epochs += 1
         _save_last(ckpt_dir / LAST, model, opt, sched, state, device)
         if es.patience is not None and state.bad_epochs >= es.patience:
-            print(f"early stopping: {monitor} did not improve by {es.min_delta} for {es.patience} epochs")
+            log.info("early stopping: %s did not improve by %s for %s epochs", monitor, es.min_delta, es.patience)
             break
 
-    return {"epochs": state.epoch, "best_epoch": state.best_epoch, f"best/{monitor}": state.best,
+    return {**result, "epochs": state.epoch, "best_epoch": state.best_epoch, f"best/{monitor}": state.best,
             "history": state.history}

@@ -83,6 +83,9 @@ class ScoreCAM(_LayerCAM):
         layer: module whose output Tensor[N, K, h, w] is explained.
     """
 
+    forward_only = True
+    figure = "overlay"
+
     def attribute(
         self,
         inputs: Tensor,
@@ -154,6 +157,8 @@ class EigenCAM(_LayerCAM):
         layer: module whose output Tensor[N, K, h, w] is explained.
     """
 
+    figure = "overlay"
+
     def attribute(
         self,
         inputs: Tensor,
@@ -209,6 +214,8 @@ class GradCAMPlusPlus(_LayerCAM):
         forward_func: model mapping Tensor[N, C, H, W] → Tensor[N, K] (logits, not probabilities).
         layer: module whose output Tensor[N, K, h, w] is explained.
     """
+
+    figure = "overlay"
 
     def attribute(
         self,

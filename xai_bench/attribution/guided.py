@@ -29,11 +29,11 @@ from typing import Any
 import captum.attr
 import torch
 import torch.nn.functional as F
-from captum._utils.common import _register_backward_hook
-from captum._utils.typing import TargetType
 from captum.log import log_usage
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
+
+from xai_bench._compat import captum_register_backward_hook, undecorated_attribute
 
 __all__ = ["Deconvolution", "GuidedBackprop", "GuidedGradCam", "check_guided_support"]
 
@@ -173,11 +173,11 @@ class _Honest:
         """Check support, then run Captum's ``attribute`` (unwrapped from its usage logger) with ReLUs out of place."""
         self._check_support(inputs, additional_forward_args, allow_unsupported)
         with _out_of_place(self.model):
-            return captum_cls.attribute.__wrapped__(self, inputs, target, additional_forward_args)
+            return undecorated_attribute(captum_cls)(self, inputs, target, additional_forward_args)
 
     def _register_hooks(self, module: nn.Module) -> None:
         if _module_verdict(module) == "handled":
-            self.backward_hooks.extend(_register_backward_hook(module, self._backward_hook, self))
+            self.backward_hooks.extend(captum_register_backward_hook(module, self._backward_hook, self))
 
 
 class GuidedBackprop(_Honest, captum.attr.GuidedBackprop):
@@ -196,7 +196,7 @@ class GuidedBackprop(_Honest, captum.attr.GuidedBackprop):
         self._init_honest(allow_unsupported)
 
     @log_usage()
-    def attribute(self, inputs: Tensor | tuple[Tensor, ...], target: TargetType = None,
+    def attribute(self, inputs: Tensor | tuple[Tensor, ...], target: Any = None,
                   additional_forward_args: Any = None, allow_unsupported: bool | None = None) -> Any:
         """Captum's ``GuidedBackprop.attribute``; ``allow_unsupported`` overrides the constructor's setting."""
         return self._honest_attribute(captum.attr.GuidedBackprop, inputs, target, additional_forward_args,
@@ -220,7 +220,7 @@ class Deconvolution(_Honest, captum.attr.Deconvolution):
         self._init_honest(allow_unsupported)
 
     @log_usage()
-    def attribute(self, inputs: Tensor | tuple[Tensor, ...], target: TargetType = None,
+    def attribute(self, inputs: Tensor | tuple[Tensor, ...], target: Any = None,
                   additional_forward_args: Any = None, allow_unsupported: bool | None = None) -> Any:
         """Captum's ``Deconvolution.attribute``; ``allow_unsupported`` overrides the constructor's setting."""
         return self._honest_attribute(captum.attr.Deconvolution, inputs, target, additional_forward_args,
@@ -246,7 +246,7 @@ class GuidedGradCam(captum.attr.GuidedGradCam):
         self.guided_backprop = GuidedBackprop(model, allow_unsupported=allow_unsupported)
 
     @log_usage()
-    def attribute(self, inputs: Tensor | tuple[Tensor, ...], target: TargetType = None,
+    def attribute(self, inputs: Tensor | tuple[Tensor, ...], target: Any = None,
                   additional_forward_args: Any = None, interpolate_mode: str = "nearest",
                   attribute_to_layer_input: bool = False, allow_unsupported: bool | None = None) -> Any:
         """Captum's ``GuidedGradCam.attribute``; ``allow_unsupported`` overrides the constructor's setting."""
@@ -257,7 +257,7 @@ class GuidedGradCam(captum.attr.GuidedGradCam):
         try:
             gbp._check_support(inputs, additional_forward_args, None)  # fail before computing the Grad-CAM half
             with _out_of_place(self.forward_func):
-                return captum.attr.GuidedGradCam.attribute.__wrapped__(
+                return undecorated_attribute(captum.attr.GuidedGradCam)(
                     self, inputs, target, additional_forward_args, interpolate_mode, attribute_to_layer_input)
         finally:
             gbp.allow_unsupported = previous

@@ -67,6 +67,9 @@ class RISE:
         forward_func: model (or any callable) mapping Tensor[N, C, H, W] → Tensor[N, K].
     """
 
+    forward_only = True  # masked forward passes only: bf16 autocast is safe
+    figure = "overlay"  # a coarse saliency blob reads best over the photo
+
     def __init__(self, forward_func: Callable[[Tensor], Tensor]) -> None:
         self.forward_func = forward_func
 

@@ -12,10 +12,15 @@ Every attribution method, Captum's or ours, is one YAML file (see ``conf/attribu
     forgrad_sigma: null    # ForGrad low-pass of the map when set
     channel_reduction: sum # sum | abs_sum | max_abs | mean | null (keep C channels)
     segmentation: null     # feature mask: {algorithm: slic|quickshift|grid, ...} (superpixels.py)
-    window: null           # Occlusion: square window / stride in pixels, spanning all channels
-    stride: null
+    window: null           # Occlusion: square window / stride in pixels, spanning all channels (null: ≈ side/4, half
+    stride: null           #   of that; a window that fits the image whatever its size)
+    signed: null           # method facts (see base.py): null → the method class's attribute of that name, else false
+    forward_only: null     #   (also one_image_per_call, unshare_nonlinearities, figure)
     batch_size: null       # images per attribute() call (halved automatically on out-of-memory)
     kwargs: {n_steps: 32, internal_batch_size: 64}   # passed to attribute()
+
+What a method *is* (signed maps, forward-only, one image per call, how it is best drawn) comes from
+:func:`xai_bench.attribution.base.method_facts`, never from a list of class names here.
 
 ``build_attribution(cfg, model)`` binds the ``_partial_`` method to the model (and to the layer, for classes whose
 constructor takes one), and :meth:`Explainer.attribute` does the rest: baselines, feature masks, NoiseTunnel,
@@ -35,15 +40,18 @@ from captum.attr import NoiseTunnel
 from torch import Tensor, nn
 
 from xai_bench.batching import run_batched
+from xai_bench._compat import deeplift_nonlinearities
+from xai_bench.attribution.base import FACT_NAMES, MethodFacts, method_facts
 from xai_bench.attribution.baselines import BASELINE_KINDS, make_baseline
 from xai_bench.attribution.superpixels import superpixel_masks
+from xai_bench.checks import check_images, eval_mode
 from xai_bench.registry import unknown_name_message
 from xai_bench.utils import build
 
 CONFIG_KEYS = (
     "name", "method", "layer", "upsample", "baseline", "baseline_value", "baseline_sigma", "baseline_seed",
     "baseline_samples", "wrapper", "forgrad_sigma", "channel_reduction", "segmentation", "window", "stride",
-    "batch_size", "kwargs",
+    "batch_size", "kwargs", *FACT_NAMES,
 )
 CHANNEL_REDUCTIONS = ("sum", "abs_sum", "max_abs", "mean")
 NOISE_TUNNEL_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
@@ -77,6 +85,7 @@ class Explainer:
         stride: int | None = None,
         batch_size: int | None = None,
         kwargs: Mapping[str, Any] | None = None,
+        facts: MethodFacts | None = None,
     ) -> None:
         self.method = method
         self.model = model
@@ -95,11 +104,8 @@ class Explainer:
         self.stride = stride
         self.batch_size = batch_size
         self.kwargs = dict(kwargs or {})
-        # LIME / Kernel SHAP fit one surrogate per example; Captum loops over the batch itself but sizes the
-        # interpretable space by the largest superpixel id in the whole batch, so we hand it one image at a time.
-        from captum.attr._core.lime import LimeBase
-
-        self._one_image_per_call = isinstance(method_cls, type) and issubclass(method_cls, LimeBase)
+        self.facts = facts or method_facts(method_cls)
+        self._windowed = "sliding_window_shapes" in inspect.signature(method_cls.attribute).parameters
         self._num_classes: int | None = getattr(model, "num_classes", None)
 
     def __repr__(self) -> str:
@@ -124,13 +130,9 @@ class Explainer:
             it), else N×C×H×W; N×T×1×H×W / N×T×C×H×W for 2-D ``target``. Layer methods without ``upsample`` keep
             the layer's h×w.
         """
-        if not isinstance(images, Tensor) or images.dim() != 4:
-            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-            raise ValueError(f"images must be an N×C×H×W tensor, got {shape}")
+        check_images(images, "images", check_range=False)
         n = images.shape[0]
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with eval_mode(self.model):
             targets = self._check_targets(images, target)
             # Baselines and feature masks are made once for the original images (not per batch, not per target),
             # so results do not depend on the batch size.
@@ -142,8 +144,6 @@ class Explainer:
                           for k, v in extras.items()}
             size = batch_size or self.batch_size or x.shape[0]
             maps = run_batched(lambda s: self._attribute_batch(x[s], flat_t[s], extras, s), x.shape[0], size)
-        finally:
-            self.model.train(was_training)
         if targets.dim() == 2:
             maps = maps.view(n, t_per_image, *maps.shape[1:])
         return maps
@@ -190,7 +190,7 @@ class Explainer:
                 extras["baselines"] = make_baseline(self.baseline, images, **self.baseline_params)
         if self.segmentation is not None:
             masks = superpixel_masks(images, **self.segmentation)
-            if self._one_image_per_call:
+            if self.facts.one_image_per_call:
                 # Kernel SHAP's coalition sampler divides by zero for one feature (NaN deep inside Captum), and a
                 # one-feature surrogate explains nothing.
                 single = (masks.flatten(1).amax(1) == 0).nonzero().flatten().tolist()
@@ -209,13 +209,12 @@ class Explainer:
             else:
                 kwargs[key] = value[s]
         c, h, w = x.shape[1:]
-        if self.window is not None:
-            # A window wider than the image (the 56-px default set on 32-px data) becomes the whole image side.
-            win_h, win_w = min(self.window, h), min(self.window, w)
-            stride = self.stride or self.window
+        if self._windowed:
+            window, stride = occlusion_window(h, w, self.window, self.stride)
+            win_h, win_w = min(window, h), min(window, w)
             kwargs["sliding_window_shapes"] = (c, win_h, win_w)
             kwargs["strides"] = (c, min(stride, win_h), min(stride, win_w))
-        if self._one_image_per_call and x.shape[0] > 1:
+        if self.facts.one_image_per_call and x.shape[0] > 1:
             maps = torch.cat([self._call_method(x[i:i + 1], t[i:i + 1], _slice_kwargs(kwargs, i, x.shape[0]))
                               for i in range(x.shape[0])])
         else:
@@ -249,7 +248,8 @@ class Explainer:
 def build_attribution(cfg: Mapping[str, Any], model: nn.Module) -> Explainer:
     """Build an :class:`Explainer` from one ``conf/attribution`` node (DictConfig or dict) for ``model``.
 
-    Puts the model in eval mode. Raises ``ValueError`` on unknown config keys, a layer method for a model without a
+    Leaves the model's train/eval flags alone (``attribute`` runs in eval mode and restores them). Raises
+    ``ValueError`` on unknown config keys, a layer method for a model without a
     layer, a baseline/feature mask/window for a method that does not take one, and ``KeyError`` (listing the valid
     names) for an unknown layer.
     """
@@ -272,16 +272,13 @@ def build_attribution(cfg: Mapping[str, Any], model: nn.Module) -> Explainer:
     if opts.get("baseline_samples") and opts.get("baseline") == "blurred":
         raise ValueError("baseline_samples needs an image-independent baseline (zeros, constant, uniform); "
                          "'blurred' depends on each image. Set attribution.baseline_samples: null.")
-    model.eval()
-
     factory = build(node.method)
     method_cls = factory.func
     ctor = inspect.signature(method_cls).parameters
+    facts = method_facts(method_cls, opts)
 
     forward: nn.Module = model
-    from captum.attr import DeepLift
-
-    if isinstance(method_cls, type) and issubclass(method_cls, DeepLift):
+    if facts.unshare_nonlinearities:
         forward = unshare_nonlinearities(model, name)
 
     layer_name = None
@@ -324,8 +321,21 @@ def build_attribution(cfg: Mapping[str, Any], model: nn.Module) -> Explainer:
         baseline_params=baseline_params, baseline_samples=opts.get("baseline_samples"), wrapper=wrapper,
         forgrad_sigma=opts.get("forgrad_sigma"), channel_reduction=reduction, segmentation=opts.get("segmentation"),
         window=opts.get("window"), stride=opts.get("stride"), batch_size=opts.get("batch_size"),
-        kwargs=opts.get("kwargs") or {},
+        kwargs=opts.get("kwargs") or {}, facts=facts,
     )
+
+
+def occlusion_window(height: int, width: int, window: int | None, stride: int | None) -> tuple[int, int]:
+    """Occlusion's window and stride in pixels: as configured, or sized to the image when ``None``.
+
+    The default window is a quarter of the shorter side (56 px at 224², 8 px at 32²) with a stride of half the
+    window: 49 forward passes per image at any size, and never a window that covers the whole image (which gives
+    a constant map).
+    """
+    if window is None:
+        window = max(1, round(min(height, width) / 4))
+        stride = stride or max(1, window // 2)
+    return int(window), int(stride or window)
 
 
 def expand_targets(images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -395,10 +405,10 @@ def unshare_nonlinearities(model: nn.Module, name: str = "DeepLift") -> nn.Modul
     Raises:
         ValueError: when the model needs the fix but cannot be traced by ``torch.fx``.
     """
-    from captum.attr._core.deep_lift import SUPPORTED_NON_LINEAR
+    nonlinear = deeplift_nonlinearities()
 
     def hooked(m: nn.Module) -> bool:
-        return type(m) in SUPPORTED_NON_LINEAR
+        return type(m) in nonlinear
 
     if not any(hooked(m) and getattr(m, "inplace", False) for m in model.modules()):
         calls: dict[int, int] = {}

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from xai_bench._compat import imagenet_categories
 from xai_bench.data.base import DataBundle, TransformedDataset, random_split
 from xai_bench.data.folders import FolderDataset, ImageListDataset, list_images, read_labels
 from xai_bench.data.synthetic import SHAPES, SyntheticShapes
@@ -187,9 +188,7 @@ def images(root: str | None = None, paths: Sequence[str] | None = None, labels: 
         labels = OmegaConf.to_container(labels, resolve=True)  # a mapping given inline in the config
     mapping = read_labels(labels) if isinstance(labels, (str, Path)) else dict(labels or {})
     if class_names is None and num_classes == 1000:
-        from xai_bench.models import imagenet_class_names
-
-        class_names = imagenet_class_names()
+        class_names = imagenet_categories()
     ds = ImageListDataset(files, num_classes, mapping, channels)
     return DataBundle(name="images", train=None, val=None, test=ds, num_classes=num_classes,
                       class_names=list(class_names or [str(i) for i in range(num_classes)]), channels=channels,
@@ -230,12 +229,10 @@ def samples(names: Sequence[str] | None = None, **_: Any) -> DataBundle:
     unknown = [n for n in names if n not in photos]
     if unknown:
         raise ValueError(f"unknown sample photo(s) {unknown} in dataset.names; available: {sorted(photos)}")
-    from xai_bench.models import imagenet_class_names
-
     labels = {n: {"label": photos[n][1][0], "accept": photos[n][1]} for n in names}
     ds = ImageListDataset([photos[n][0] for n in names], 1000, labels, channels=3, names=names)
     return DataBundle(name="samples", train=None, val=None, test=ds, num_classes=1000,
-                      class_names=imagenet_class_names(), channels=3, image_size=None)
+                      class_names=imagenet_categories(), channels=3, image_size=None)
 
 
 def prepare_for_model(bundle: DataBundle, model: Any) -> DataBundle:

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
+from xai_bench._compat import imagenet_categories
 from xai_bench.models.base import IMAGENET_MEAN, IMAGENET_STD, ImageClassifier
 from xai_bench.registry import Registry
 
@@ -240,6 +241,4 @@ def _meta(meta: dict[str, Any], **defaults: Any) -> dict[str, Any]:
 
 
 def imagenet_class_names() -> list[str]:
-    from torchvision.models._meta import _IMAGENET_CATEGORIES
-
-    return list(_IMAGENET_CATEGORIES)
+    return imagenet_categories()

@@ -17,8 +17,9 @@ from collections.abc import Iterator, Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from xai_bench.results import RunResults, write_results
 from xai_bench.tracking import Tracker
-from xai_bench.utils import atomic_path, build, resolve_device, seed_everything, write_json
+from xai_bench.utils import atomic_path, build, resolve_device, seed_everything
 
 
 def output_dir(cfg: DictConfig) -> Path:
@@ -114,11 +115,10 @@ def run_context(cfg: DictConfig, task: str) -> Iterator[RunContext]:
         raise
     finally:
         ctx.timings["total"] = round(time.perf_counter() - t0, 3)
-        write_json(out / "results.json", {
-            "task": task, "status": status, "error": error, "seed": int(cfg.seed), "device": str(ctx.device),
-            "metrics": {k: v for k, v in ctx.metrics.items() if not k.startswith("_")},
-            "timings": ctx.timings, "files": ctx.files, "versions": versions(), "config": resolved,
-            "argv": sys.argv, "cwd": os.getcwd(),
-        })
+        write_results(out, RunResults(
+            task=task, status=status, error=error, seed=int(cfg.seed), device=str(ctx.device),
+            metrics={k: v for k, v in ctx.metrics.items() if not k.startswith("_")},
+            timings=ctx.timings, files=ctx.files, versions=versions(), config=resolved,  # type: ignore[arg-type]
+            argv=list(sys.argv), cwd=os.getcwd()))
         tracker.summary({k: v for k, v in ctx.metrics.items() if isinstance(v, (int, float))})
         tracker.finish(exit_code=0 if status == "ok" else 1)

@@ -1,16 +1,18 @@
 """``explain.py``: attribution maps of a classifier's predictions for a set of methods, drawn images × methods.
 
-The methods come from ``conf/attribution/*.yaml``: either the set under ``methods`` (the default, several files of
-the ``attribution`` group loaded at once through package overrides) or the single ``attribution`` node when one is
-selected (``attribution=gradcam``, or a sweep ``-m attribution=saliency,gradcam``). Each (image, target class) gets
-one map per method; the run writes a grid figure, a per-map table, ``maps.safetensors`` and ``results.json``.
+The methods come from ``conf/attribution/*.yaml``, a multi-select config group: each file lands at
+``attribution.<name>``, so ``attribution=[saliency,gradcam]`` runs two, ``attribution=rise`` one, and
+``-m attribution=saliency,gradcam`` sweeps them as separate jobs. Each (image, target class) gets one map per method;
+the run writes a grid figure, a per-map table, ``maps.safetensors`` and ``results.json``. How a method's maps are
+drawn (signed or not, as an overlay) and whether it may run under bf16 autocast are the method's own facts
+(:mod:`xai_bench.attribution.base`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import re
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,20 +23,17 @@ from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
 from xai_bench import viz
+from xai_bench.attribution.base import method_facts
 from xai_bench.attribution.runner import CONFIG_KEYS, Explainer, build_attribution, expand_targets
+from xai_bench.checks import safe_name
 from xai_bench.data import make_loader
 from xai_bench.tasks.common import RunContext, run_context
 from xai_bench.tasks.setup import build_data, build_model
-from xai_bench.utils import atomic_path, seed_everything
+from xai_bench.utils import atomic_path, build, seed_everything
+
+log = logging.getLogger(__name__)
 
 FIGURE_KINDS = ("overlay", "heatmap", "isolines", "signed", "all")
-# Methods whose maps carry evidence for (+) and against (−) the class: drawn with a diverging colormap.
-SIGNED_CLASSES = {"IntegratedGradients", "DeepLift", "DeepLiftShap", "GradientShap", "InputXGradient", "Lime",
-                  "KernelShap", "Occlusion", "FeatureAblation", "ShapleyValueSampling", "LayerIntegratedGradients",
-                  "LayerDeepLift", "LayerGradientXActivation"}
-# Forward-only methods: bf16 autocast is safe for them (no backward pass through low-precision activations).
-FORWARD_ONLY_CLASSES = {"Occlusion", "FeatureAblation", "RISE", "ScoreCAM", "Lime", "KernelShap",
-                        "ShapleyValueSampling", "FeaturePermutation"}
 _RESERVED_KEYS = ("images", "targets", "image_index")
 
 
@@ -68,14 +67,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         x, flat_t = expand_targets(images, targets)  # row r = image r // t, class flat_t[r]
         image_index = torch.arange(n).repeat_interleave(t)
 
-        maps, signed = _attribute_all(ctx, model, methods, images, targets, names, image_index, fig_cfg)
+        maps, signed, styles = _attribute_all(ctx, model, methods, images, targets, names, image_index, fig_cfg)
         flat_t = flat_t.cpu()
 
         pred = probs.argmax(1)
         row_titles = [_row_title(class_names, int(pred[image_index[r]]), float(probs[image_index[r]].max()),
                                  int(flat_t[r]), float(probs[image_index[r], flat_t[r]])) for r in range(n * t)]
         x_cpu = x.detach().float().cpu()
-        grid_paths = _draw_grids(ctx, x_cpu, maps, signed, row_titles, fig_cfg, kind)
+        grid_paths = _draw_grids(ctx, x_cpu, maps, signed, styles, row_titles, fig_cfg, kind)
         map_paths = _draw_per_map(ctx, x_cpu, maps, signed, names, image_index, flat_t, class_names, probs,
                                   fig_cfg, kind) if fig_cfg.get("per_map") else {}
         ctx.table("maps", _table_rows(maps, names, image_index, flat_t, class_names, probs, map_paths,
@@ -83,30 +82,26 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if cfg.get("save_maps", True):
             _save_maps(ctx, maps, x_cpu, flat_t, image_index, names, class_names)
         ctx.metrics.update({"n_images": n, "n_maps": n * t * len(maps), "methods": list(maps)})
-        print(f"explained {n} image(s) × {t} target(s) with {len(maps)} method(s): "
-              + ", ".join(f"{k} {ctx.timings[f'attr/{k}']:.1f}s" for k in maps) + f"  → {grid_paths[0]}")
+        log.info("explained %d image(s) × %d target(s) with %d method(s): %s  → %s", n, t, len(maps),
+                 ", ".join(f"{k} {ctx.timings[f'attr/{k}']:.1f}s" for k in maps), grid_paths[0])
         return dict(ctx.metrics)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 def method_nodes(cfg: DictConfig) -> dict[str, DictConfig]:
-    """The attribution nodes to run: ``{cfg.attribution.name: cfg.attribution}`` when a single method is selected,
-    else ``cfg.methods`` (key → node). Unknown config keys fail here, before any data or model is loaded."""
-    if cfg.get("attribution") is not None:
-        nodes = {str(cfg.attribution.get("name") or "attribution"): cfg.attribution}
-    else:
-        nodes = {str(k): v for k, v in (cfg.get("methods") or {}).items() if v is not None}
+    """The selected attribution nodes, ``cfg.attribution`` (file name → node, in selection order). Unknown config
+    keys fail here, before any data or model is loaded."""
+    nodes = {str(k): v for k, v in (cfg.get("attribution") or {}).items() if v is not None}
     if not nodes:
-        raise ValueError("no attribution method selected: set attribution=<name> (one of conf/attribution/*.yaml) "
-                         "or add entries under methods")
+        raise ValueError("no attribution method selected: set attribution=<name> or attribution=[<name>,<name>] "
+                         "(files of conf/attribution/)")
     for key, node in nodes.items():
         if not isinstance(node, (DictConfig, Mapping)) or node.get("method") is None:
-            # e.g. the cheaper settings of conf/explain.yaml left behind when a defaults entry was removed
-            raise ValueError(f"methods.{key} is not a conf/attribution node (it has no `method`: {node!r}); remove it "
-                             f"with ~methods.{key} or load one with +attribution@methods.{key}=<name>")
+            raise ValueError(f"attribution.{key} is not a conf/attribution node (it has no `method`: {node!r}); "
+                             f"select the method with attribution=[...,{key}] before overriding its settings")
         unknown = [k for k in node if k not in CONFIG_KEYS]
         if unknown:
-            raise ValueError(f"method {key!r} has unknown config key(s) {unknown}; valid keys: "
+            raise ValueError(f"attribution.{key} has unknown config key(s) {unknown}; valid keys: "
                              f"{', '.join(CONFIG_KEYS)}")
     return nodes
 
@@ -153,24 +148,21 @@ def resolve_targets(target: Any, probs: Tensor, labels: Tensor, names: list[str]
 def is_signed(node: Mapping[str, Any], override: Any = None, name: str | None = None) -> bool:
     """Whether a method's maps are drawn signed (diverging colormap centred at 0) or as magnitudes.
 
-    ``override`` (``figure.signed``): a bool for every method, a mapping method name → bool, or ``None`` to decide
-    from the config: magnitude reductions (``abs_sum``/``max_abs``), ``abs: true``, ReLU'd CAMs and variance
-    wrappers are unsigned; IG, DeepLift, GradientSHAP, input×gradient, occlusion/ablation, LIME and Kernel SHAP are
-    signed; anything else is unsigned.
+    ``override`` (``figure.signed``): a bool for every method, a mapping method name → bool, or ``None`` for the
+    method's own ``signed`` fact (its YAML key, else its class attribute), made unsigned by magnitude reductions
+    (``abs_sum``/``max_abs``), ``abs: true``, ReLU'd CAMs and variance wrappers.
     """
+    if isinstance(override, bool) or (isinstance(override, Mapping) and name in override):
+        return _signed(override, name, False)
+    return method_facts(build(node["method"]).func, node).signed
+
+
+def _signed(override: Any, name: str | None, default: bool) -> bool:
     if isinstance(override, bool):
         return override
     if isinstance(override, Mapping) and name in override:
         return bool(override[name])
-    if node.get("channel_reduction") in ("abs_sum", "max_abs"):
-        return False
-    kwargs = node.get("kwargs") or {}
-    if kwargs.get("abs") or kwargs.get("relu_attributions"):
-        return False
-    wrapper = node.get("wrapper") or {}
-    if wrapper.get("type") in ("smoothgrad_sq", "vargrad"):
-        return False
-    return str(node.method.get("_target_", "")).rsplit(".", 1)[-1] in SIGNED_CLASSES
+    return default
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -191,16 +183,18 @@ def _load_and_predict(model: nn.Module, ds: Any, cfg: DictConfig, device: torch.
 
 def _attribute_all(ctx: RunContext, model: nn.Module, methods: dict[str, DictConfig], images: Tensor,
                    targets: Tensor, names: list[str], image_index: Tensor, fig_cfg: Any
-                   ) -> tuple[dict[str, Tensor], dict[str, bool]]:
-    """Run every method on all (image, target) pairs: name → (N·T)×C×H×W maps on the CPU, and name → signed."""
+                   ) -> tuple[dict[str, Tensor], dict[str, bool], dict[str, str]]:
+    """Run every method on all (image, target) pairs: name → (N·T)×C×H×W maps on the CPU, name → signed, and
+    name → the figure style the method reads best in (its ``figure`` fact, where it has one)."""
     cfg = ctx.cfg
     maps: dict[str, Tensor] = {}
     signed: dict[str, bool] = {}
+    styles: dict[str, str] = {}
     skipped: list[dict[str, str]] = []
     for key, node in tqdm(methods.items(), desc="methods", disable=not cfg.get("progress", True)):
         name = str(node.get("name") or key)
         if name in maps or name in _RESERVED_KEYS:
-            raise ValueError(f"two methods (or a reserved key) share the name {name!r}; give methods.{key}.name "
+            raise ValueError(f"two methods (or a reserved key) share the name {name!r}; give attribution.{key}.name "
                              f"a distinct value")
         seed_everything(int(cfg.seed))  # each method's randomness is independent of which ran before it
         try:
@@ -213,7 +207,7 @@ def _attribute_all(ctx: RunContext, model: nn.Module, methods: dict[str, DictCon
                 raise
             ctx.timings.pop(f"attr/{name}", None)
             skipped.append({"method": name, "error": f"{type(err).__name__}: {err}"})
-            print(f"skipping {name}: {err}")
+            log.warning("skipping %s: %s", name, err)
             continue
         out = out.flatten(0, 1).float().cpu()  # N×T×C×H×W → (N·T)×C×H×W
         bad = (~torch.isfinite(out)).flatten(1).any(1).nonzero().flatten().tolist()
@@ -221,14 +215,16 @@ def _attribute_all(ctx: RunContext, model: nn.Module, methods: dict[str, DictCon
             raise FloatingPointError(f"{name} produced NaN/inf maps for rows {bad} (images "
                                      f"{[names[image_index[r]] for r in bad]}); check its kwargs and the model")
         maps[name] = out
-        signed[name] = is_signed(node, fig_cfg.get("signed"), name)
+        signed[name] = _signed(fig_cfg.get("signed"), name, explainer.facts.signed)
+        if explainer.facts.figure:
+            styles[name] = explainer.facts.figure
         ctx.metrics[f"seconds/{name}"] = ctx.timings[f"attr/{name}"]
     if skipped:
         ctx.metrics["skipped"] = skipped
     if not maps:
         raise ValueError(f"no method could explain model {getattr(model, 'name', type(model).__name__)!r}: "
                          f"{[s['method'] for s in skipped]} were skipped (see metrics.skipped)")
-    return maps, signed
+    return maps, signed, styles
 
 
 def _table_rows(maps: dict[str, Tensor], names: list[str], image_index: Tensor, targets: Tensor,
@@ -251,8 +247,7 @@ def _table_rows(maps: dict[str, Tensor], names: list[str], image_index: Tensor, 
 
 
 def _autocast(cfg: DictConfig, device: torch.device, explainer: Explainer) -> Any:
-    forward_only = explainer.method_cls.__name__ in FORWARD_ONLY_CLASSES
-    if cfg.get("amp", False) and device.type == "cuda" and forward_only:
+    if cfg.get("amp", False) and device.type == "cuda" and explainer.facts.forward_only:
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -273,8 +268,8 @@ def _style(fig_cfg: Any) -> dict[str, Any]:
             "percentile": float(fig_cfg.get("percentile", 99.0))}
 
 
-def _draw_grids(ctx: RunContext, x: Tensor, maps: dict[str, Tensor], signed: dict[str, bool], titles: list[str],
-                fig_cfg: Any, kind: str) -> list[str]:
+def _draw_grids(ctx: RunContext, x: Tensor, maps: dict[str, Tensor], signed: dict[str, bool], styles: dict[str, str],
+                titles: list[str], fig_cfg: Any, kind: str) -> list[str]:
     kinds = ("overlay", "heatmap", "isolines", "signed") if kind == "all" else (kind,)
     # "(±)" in the header tells a diverging column (blue = evidence against the class) from a magnitude one
     headers = {name: f"{name} (±)" if signed[name] else name for name in maps}
@@ -283,8 +278,7 @@ def _draw_grids(ctx: RunContext, x: Tensor, maps: dict[str, Tensor], signed: dic
     paths = []
     for k in kinds:
         # per-method exceptions (Grad-CAM as an overlay among heat maps) apply to a single-kind grid only
-        method_kinds = {headers.get(m, m): v for m, v in (fig_cfg.get("method_kinds") or {}).items()
-                        if m in headers} if kind != "all" else {}
+        method_kinds = {headers[m]: v for m, v in styles.items() if m in headers} if kind != "all" else {}
         fig = viz.attribution_grid(x, maps, titles=titles, kind=k, method_kinds=method_kinds, signed=signed,
                                    cell_size=float(fig_cfg.get("cell_size", 1.8)), **_style(fig_cfg))
         path = ctx.figure("attributions" if kind != "all" else f"attributions_{k}", fig)
@@ -301,13 +295,9 @@ def _draw_per_map(ctx: RunContext, x: Tensor, maps: dict[str, Tensor], signed: d
         for name, m in maps.items():
             title = f"{name} · {names[i]} · {_short(class_names[c])} {float(probs[i, c]):.2f}"
             fig = viz.attribution_figure(x[r], m[r], kind=kind, title=title, signed=signed[name], **_style(fig_cfg))
-            stem = _safe(f"{r:03d}_{names[i]}_{c}_{name}")
+            stem = safe_name(f"{r:03d}_{names[i]}_{c}_{name}")
             out[(r, name)] = str(ctx.figure(f"maps/{stem}", fig).relative_to(ctx.out_dir))
     return out
-
-
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
 
 
 def _save_maps(ctx: RunContext, maps: dict[str, Tensor], x: Tensor, targets: Tensor, image_index: Tensor,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -14,6 +15,8 @@ from xai_bench.tasks.common import run_context
 from xai_bench.tasks.setup import build_data, build_model
 from xai_bench.training import fit
 
+log = logging.getLogger(__name__)
+
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     with run_context(cfg, "train") as ctx:
@@ -25,7 +28,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         ctx.figure("train_samples", viz.image_grid(torch.stack([s["image"] for s in sample]),
                                                    titles=[data.class_names[s["label"]] for s in sample]))
         with ctx.timer("fit"):
-            ctx.metrics.update(fit(model, data, cfg, ctx))
+            ctx.metrics.update(fit(model, data, trainer=cfg.trainer, optim=cfg.optim, scheduler=cfg.get("scheduler"),
+                                   out_dir=ctx.out_dir, device=ctx.device, seed=int(cfg.seed),
+                                   tracker=ctx.tracker))
         best = load_checkpoint(ctx.out_dir / "best").to(ctx.device)
         split = "test" if data.test is not None else "val"
         loader = make_loader(data.split(split), cfg.trainer.eval_batch_size, num_workers=cfg.trainer.num_workers)
@@ -37,6 +42,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                             "checkpoint": str(ctx.out_dir / "best")})
         ctx.figure(f"{split}_confusion_matrix", viz.confusion_matrix_figure(
             report["confusion_matrix"].numpy(), data.class_names))
-        print(f"{split} top-1 {report['top1']:.4f}  top-5 {report['top5']:.4f}  ECE {report['ece']:.4f}  "
-              f"(best checkpoint: {ctx.out_dir / 'best'})")
+        log.info("%s top-1 %.4f  top-5 %.4f  ECE %.4f  (best checkpoint: %s)", split, report["top1"], report["top5"],
+                 report["ece"], ctx.out_dir / "best")
         return dict(ctx.metrics)

@@ -9,14 +9,17 @@ also be run by hand on an old sweep with :func:`collect_sweep`.
 from __future__ import annotations
 
 import csv
-import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from xai_bench.results import find_results
 from xai_bench.utils import atomic_path
+
+log = logging.getLogger(__name__)
 
 __all__ = ["AccuracyVsEpsCallback", "collect_sweep"]
 
@@ -37,7 +40,7 @@ class AccuracyVsEpsCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         written = collect_sweep(Path(str(config.hydra.sweep.dir)), self.filename)
         for path in written.values():
-            print(f"[accuracy_vs_eps] wrote {path}")
+            log.info("[accuracy_vs_eps] wrote %s", path)
 
 
 def collect_sweep(sweep_dir: str | Path, filename: str = "accuracy_vs_eps") -> dict[str, Path]:
@@ -56,19 +59,9 @@ def collect_sweep(sweep_dir: str | Path, filename: str = "accuracy_vs_eps") -> d
     from xai_bench import viz
 
     sweep_dir = Path(sweep_dir)
-    jobs = []
-    for path in sorted(sweep_dir.rglob("results.json")):
-        try:
-            res = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            print(f"[accuracy_vs_eps] skipping unreadable {path}: {exc}")
-            continue
-        metrics = res.get("metrics") or {}
-        if res.get("task") != "attack" or res.get("status") != "ok" or not metrics.get("eps_sweep"):
-            continue
-        jobs.append((path.parent, metrics))
+    jobs = [(res.path, res.metrics) for res in find_results(sweep_dir, task="attack") if res.metrics.get("eps_sweep")]
     if not jobs:
-        print(f"[accuracy_vs_eps] no finished attack jobs under {sweep_dir}; nothing to plot")
+        log.warning("[accuracy_vs_eps] no finished attack jobs under %s; nothing to plot", sweep_dir)
         return {}
 
     labels = [f"{m.get('model', '?')} · {m.get('attack', '?')}" for _, m in jobs]
