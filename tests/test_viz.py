@@ -1,4 +1,4 @@
-"""Figures: every function draws and saves on tiny inputs; normalisation and ECE are exact on hand-made values."""
+"""Figures: every function draws and saves on tiny inputs; normalisation is exact on hand-made values."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from PIL import Image
 
 import xai_bench  # noqa: F401  (import order: before anything that pulls in torchvision)
 from xai_bench import viz
+from xai_bench.metrics import expected_calibration_error
 
 DPI = 40
 
@@ -73,59 +74,13 @@ def test_normalize_map_rejects_nan() -> None:
         viz.normalize_map(np.array([[np.nan, 1.0]]))
 
 
-# ------------------------------------------------------------------------------------------------ ECE
-def test_ece_zero_when_every_bin_is_calibrated() -> None:
-    conf = np.array([0.5] * 10 + [0.9] * 10)
-    correct = np.array([1] * 5 + [0] * 5 + [1] * 9 + [0])
-    assert viz.expected_calibration_error(conf, correct, n_bins=10) == pytest.approx(0.0, abs=1e-12)
-
-
-def test_ece_overconfident_half_right_is_half() -> None:
-    conf = torch.ones(8)
-    correct = torch.tensor([True, False] * 4)
-    assert viz.expected_calibration_error(conf, correct, n_bins=15) == pytest.approx(0.5)
-
-
-def test_ece_hand_computed_two_bins() -> None:
-    # bin (0.9, 1]: acc 0.5, conf 0.95 → gap 0.45; bin (0.2, 0.3]: acc 0, conf 0.25 → gap 0.25; equal weights
-    ece = viz.expected_calibration_error([0.95, 0.95, 0.25, 0.25], [1, 0, 0, 0], n_bins=10)
-    assert ece == pytest.approx(0.5 * 0.45 + 0.5 * 0.25)
-
-
-def test_ece_bins_are_right_closed() -> None:
-    # 0.5 belongs to (0, 0.5] with 0.2 (acc 0.5, conf 0.35); 0.75 alone in (0.5, 1] (acc 1, conf 0.75)
-    ece = viz.expected_calibration_error([0.2, 0.5, 0.75], [0, 1, 1], n_bins=2)
-    assert ece == pytest.approx((2 / 3) * 0.15 + (1 / 3) * 0.25)
-
-
-def test_ece_matches_reference_loop() -> None:
-    rng = np.random.default_rng(0)
-    conf = rng.random(500)
-    correct = rng.random(500) < conf
-    edges = np.linspace(0, 1, 16)
-    ref = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):  # Guo et al.'s reference implementation
-        inside = (conf > lo) & (conf <= hi)
-        if inside.any():
-            ref += inside.mean() * abs(correct[inside].mean() - conf[inside].mean())
-    assert viz.expected_calibration_error(conf, correct) == pytest.approx(ref, abs=1e-12)
-
-
-@pytest.mark.parametrize(
-    ("conf", "correct", "match"),
-    [([0.5, 1.5], [1, 0], "confidences"), ([0.5], [1, 0], "one entry"), ([0.5], [2], "correct"), ([], [], "empty")],
-)
-def test_ece_rejects_bad_input(conf, correct, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        viz.expected_calibration_error(conf, correct)
-
-
+# -------------------------------------------------------------------------------------------- calibration
 def test_reliability_diagram_returns_ece(tmp_path) -> None:
     rng = np.random.default_rng(1)
     conf = rng.random(200)
     correct = rng.random(200) < conf
     fig, ece = viz.reliability_diagram(conf, correct, n_bins=10, title="toy")
-    assert ece == pytest.approx(viz.expected_calibration_error(conf, correct, n_bins=10))
+    assert ece == pytest.approx(expected_calibration_error(conf, correct, n_bins=10))
     assert f"{100 * ece:.2f}%" in fig.axes[0].get_title()
     _save_and_check(fig, tmp_path)
 

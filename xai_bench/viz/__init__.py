@@ -1,0 +1,48 @@
+"""Paper figures: attribution maps, calibration, robustness and ensemble plots.
+
+Every function builds a ``matplotlib.figure.Figure`` directly (no ``pyplot``, so no global state: safe in threads,
+in sweeps and on headless machines) and returns it; :func:`save_figure` writes it atomically. Inputs follow the
+project layout: images are ``N×C×H×W`` (or ``C×H×W`` for one image) floats in [0, 1], attribution maps are
+``N×C×H×W`` / ``N×1×H×W`` (or ``C×H×W`` / ``H×W`` for one map), as torch tensors or NumPy arrays. One-channel images
+are drawn in gray. A map may be coarser than its image (e.g. a raw Grad-CAM map); it is stretched over the image.
+
+Modules: :mod:`~xai_bench.viz.attribution` (maps and grids), :mod:`~xai_bench.viz.classification` (confusion,
+calibration), :mod:`~xai_bench.viz.robustness` (attacks, corruptions), :mod:`~xai_bench.viz.ensemble` (members,
+uncertainty); the shared drawing kit is in ``_common``.
+"""
+
+from xai_bench.viz._common import CMAP_ABSOLUTE, CMAP_ISOLINES, CMAP_OVERLAY, CMAP_SIGNED, normalize_map, save_figure
+from xai_bench.viz.attribution import (
+    attribution_figure,
+    attribution_grid,
+    draw_heatmap,
+    draw_isolines,
+    draw_overlay,
+    image_grid,
+)
+from xai_bench.viz.classification import confusion_matrix_figure, reliability_diagram
+from xai_bench.viz.ensemble import member_votes_figure, per_model_accuracy_figure, uncertainty_strip
+from xai_bench.viz.robustness import accuracy_vs_eps, adversarial_grid, corruption_heatmap
+
+__all__ = [
+    "CMAP_ABSOLUTE",
+    "CMAP_ISOLINES",
+    "CMAP_OVERLAY",
+    "CMAP_SIGNED",
+    "accuracy_vs_eps",
+    "adversarial_grid",
+    "attribution_figure",
+    "attribution_grid",
+    "confusion_matrix_figure",
+    "corruption_heatmap",
+    "draw_heatmap",
+    "draw_isolines",
+    "draw_overlay",
+    "image_grid",
+    "member_votes_figure",
+    "normalize_map",
+    "per_model_accuracy_figure",
+    "reliability_diagram",
+    "save_figure",
+    "uncertainty_strip",
+]
