@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 SYSPY ?= python3
 ARGS ?=
 
-.PHONY: install run test test-fast bench clean
+.PHONY: install run test test-fast lint bench clean
 
 $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	test -x $(PY) || $(SYSPY) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+# Style and architecture: ruff, and the import-linter layer contract (library ← tasks ← entry points).
+lint: install
+	$(VENV)/bin/ruff check xai_bench tests benchmarks *.py
+	$(VENV)/bin/lint-imports
 
 bench: install
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 import xai_bench  # noqa: F401  (must precede torchvision)
-from xai_bench.attribution import RISE, default_batch_size
+from xai_bench.attribution import RISE
+from xai_bench.batching import default_batch_size
 from xai_bench.utils import resolve_device
 
 

@@ -12,7 +12,6 @@ from torch import nn
 import xai_bench  # noqa: F401  (before torchvision)
 from xai_bench.attribution import (
     RISE,
-    AdaptiveBatcher,
     Deconvolution,
     EigenCAM,
     ForGrad,
@@ -21,12 +20,11 @@ from xai_bench.attribution import (
     GuidedGradCam,
     ScoreCAM,
     check_guided_support,
-    default_batch_size,
     forgrad_filter,
     generate_rise_masks,
-    run_batched,
-    target_indices,
 )
+from xai_bench.batching import AdaptiveBatcher, default_batch_size, run_batched
+from xai_bench.checks import target_indices
 
 PATCH = (slice(8, 16), slice(20, 28))  # rows, cols of the patch that decides class 1
 

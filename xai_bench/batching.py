@@ -12,7 +12,6 @@ Public helpers:
 - :func:`run_batched` — one-shot form: ``run_batched(fn, x, 64)`` == ``AdaptiveBatcher(64)(fn, x)``.
 - :func:`default_batch_size` — a starting batch size for a model and input shape (larger on GPU).
 - :func:`is_out_of_memory` — whether an exception is an OOM (CUDA or CPU allocator).
-- :func:`target_indices` — Captum-style ``target`` (int, list, tensor, ``None`` → argmax) as a LongTensor[N].
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-__all__ = ["AdaptiveBatcher", "default_batch_size", "is_out_of_memory", "run_batched", "target_indices"]
+__all__ = ["AdaptiveBatcher", "default_batch_size", "is_out_of_memory", "run_batched"]
 
 BatchFn = Callable[[Tensor | slice], Tensor | None]
 
@@ -161,39 +160,3 @@ def default_batch_size(model: nn.Module | None, input_shape: Sequence[int], devi
         size = int(0.5 * free / (per_image * 4 * 64) / size_penalty)
         return max(1, min(1024, size))
     return max(1, min(128, int(2**22 / per_image / size_penalty)))
-
-
-def target_indices(forward_func: Callable[[Tensor], Tensor] | None, inputs: Tensor, target: object,
-                   logits: Tensor | None = None) -> Tensor:
-    """Captum-style ``target`` as a LongTensor[N] on ``inputs.device``.
-
-    Args:
-        forward_func: the model; only called when ``target`` is ``None`` and ``logits`` is not given.
-        inputs: Tensor[N, ...].
-        target: ``None`` (argmax of the model's output on ``inputs``), an int or 0-d/1-element tensor (same class for
-            every input), or a list/1-D tensor of N ints.
-        logits: the model's output on ``inputs`` if already computed.
-
-    Returns:
-        LongTensor[N].
-    """
-    n = inputs.shape[0]
-    if target is None:
-        if logits is None:
-            with torch.no_grad():
-                logits = forward_func(inputs)
-        if logits.dim() != 2:
-            raise ValueError(f"target=None needs N×K model outputs to take the argmax of, got {tuple(logits.shape)}")
-        return logits.argmax(dim=1)
-    if isinstance(target, tuple):
-        raise ValueError("tuple targets (for outputs with more than 2 dims) are not supported; pass an int, a list "
-                         "of N ints or a 1-D tensor")
-    t = torch.as_tensor(target, device=inputs.device)
-    if t.is_floating_point() or t.is_complex():
-        raise ValueError(f"target must hold integer class indices, got dtype {t.dtype}")
-    t = t.long().flatten()
-    if t.numel() == 1:
-        return t.expand(n).clone()
-    if t.numel() != n:
-        raise ValueError(f"target has {t.numel()} entries but inputs has {n} examples; pass one int or one per input")
-    return t

@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["accept_matrix", "as_class_indices", "check_images", "check_number", "eval_mode", "safe_name"]
+__all__ = ["accept_matrix", "as_class_indices", "check_images", "check_number", "eval_mode", "safe_name",
+           "target_indices"]
 
 
 def check_images(x: Any, name: str = "images", *, check_range: bool = True, allow_empty: bool = True) -> Tensor:
@@ -68,12 +69,38 @@ def as_class_indices(value: Any, n: int, device: torch.device | str | None = Non
     if t.numel() == 1:
         t = t.reshape(()).expand(n)
     if t.shape != (n,):
-        raise ValueError(f"{name} has shape {tuple(t.shape)} but there are {n} examples; pass one int for all or "
-                         f"one index per example")
+        what = f"{t.numel()} entries" if t.ndim == 1 else f"shape {tuple(t.shape)}"
+        raise ValueError(f"{name} has {what} but there are {n} examples; pass one int for all or one index per "
+                         f"example")
     if num_classes is not None and t.numel() and (int(t.min()) < 0 or int(t.max()) >= num_classes):
         raise ValueError(f"{name} must lie in [0, {num_classes - 1}] for a model with {num_classes} classes, "
                          f"got range [{int(t.min())}, {int(t.max())}]")
     return t.long()
+
+
+def target_indices(forward_func: Callable[[Tensor], Tensor] | None, inputs: Tensor, target: object,
+                   logits: Tensor | None = None) -> Tensor:
+    """Captum-style ``target`` as a ``LongTensor[N]`` on ``inputs.device``.
+
+    Args:
+        forward_func: the model; only called when ``target`` is ``None`` and ``logits`` is not given.
+        inputs: Tensor[N, ...].
+        target: ``None`` (argmax of the model's output on ``inputs``), an int or 0-d/1-element tensor (same class for
+            every input), or a list/1-D tensor of N ints.
+        logits: the model's output on ``inputs`` if already computed.
+    """
+    n = inputs.shape[0]
+    if target is None:
+        if logits is None:
+            with torch.no_grad():
+                logits = forward_func(inputs)  # type: ignore[misc]
+        if logits.dim() != 2:
+            raise ValueError(f"target=None needs N×K model outputs to take the argmax of, got {tuple(logits.shape)}")
+        return logits.argmax(dim=1)
+    if isinstance(target, tuple):
+        raise ValueError("tuple targets (for outputs with more than 2 dims) are not supported; pass an int, a list "
+                         "of N ints or a 1-D tensor")
+    return as_class_indices(target, n, inputs.device, "target")
 
 
 def accept_matrix(labels: Tensor, num_classes: int, accept: Tensor | None = None, *,

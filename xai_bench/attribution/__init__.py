@@ -1,14 +1,8 @@
 """Attribution methods Captum lacks (RISE, Score-CAM, Eigen-CAM, Grad-CAM++, ForGrad), guided methods that refuse
-activations they cannot handle, the adaptive batching helpers the runner shares, and the runner that turns a
-``conf/attribution/*.yaml`` node into an :class:`Explainer` (``build_attribution``)."""
+activations they cannot handle, method facts (:mod:`.base`), and the runner that turns a ``conf/attribution/*.yaml``
+node into an :class:`Explainer` (``build_attribution``)."""
 
-from xai_bench.batching import (
-    AdaptiveBatcher,
-    default_batch_size,
-    is_out_of_memory,
-    run_batched,
-    target_indices,
-)
+from xai_bench.attribution.base import AttributionMethod, MethodFacts, method_facts
 from xai_bench.attribution.baselines import make_baseline
 from xai_bench.attribution.cam import EigenCAM, GradCAMPlusPlus, ScoreCAM
 from xai_bench.attribution.forgrad import ForGrad, forgrad_filter
@@ -18,8 +12,10 @@ from xai_bench.attribution.runner import Explainer, build_attribution, expand_ta
 from xai_bench.attribution.superpixels import superpixel_masks
 
 __all__ = [
+    "AttributionMethod",
+    "MethodFacts",
+    "method_facts",
     "RISE",
-    "AdaptiveBatcher",
     "Deconvolution",
     "EigenCAM",
     "Explainer",
@@ -30,14 +26,10 @@ __all__ = [
     "ScoreCAM",
     "build_attribution",
     "check_guided_support",
-    "default_batch_size",
     "expand_targets",
     "forgrad_filter",
     "generate_rise_masks",
-    "is_out_of_memory",
     "make_baseline",
-    "run_batched",
     "superpixel_masks",
-    "target_indices",
     "to_display",
 ]

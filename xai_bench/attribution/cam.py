@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from xai_bench.batching import AdaptiveBatcher, default_batch_size, target_indices
+from xai_bench.batching import AdaptiveBatcher, default_batch_size
+from xai_bench.checks import target_indices
 
 __all__ = ["EigenCAM", "GradCAMPlusPlus", "ScoreCAM"]
 

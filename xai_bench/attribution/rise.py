@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from xai_bench.batching import AdaptiveBatcher, default_batch_size, target_indices
+from xai_bench.batching import AdaptiveBatcher, default_batch_size
+from xai_bench.checks import target_indices
 
 __all__ = ["RISE", "generate_rise_masks"]
 

@@ -44,7 +44,7 @@ from xai_bench._compat import deeplift_nonlinearities
 from xai_bench.attribution.base import FACT_NAMES, MethodFacts, method_facts
 from xai_bench.attribution.baselines import BASELINE_KINDS, make_baseline
 from xai_bench.attribution.superpixels import superpixel_masks
-from xai_bench.checks import check_images, eval_mode
+from xai_bench.checks import as_class_indices, check_images, eval_mode
 from xai_bench.registry import unknown_name_message
 from xai_bench.utils import build
 
@@ -158,25 +158,17 @@ class Explainer:
                 logits = self.model(images)
             self._num_classes = self._num_classes or int(logits.shape[-1])
             return logits.argmax(-1)
-        if isinstance(target, int):
-            target = torch.full((n,), target, dtype=torch.long)
-        target = torch.as_tensor(target).to(images.device)
-        if target.dtype.is_floating_point or target.dtype == torch.bool:
-            raise ValueError(f"target must hold integer class ids, got dtype {target.dtype}")
-        target = target.long()
-        if target.dim() == 0:
-            target = target.expand(n)
-        if target.dim() not in (1, 2) or target.shape[0] != n:
-            raise ValueError(f"target must be an int, a length-N ({n}) vector or an N×T matrix, got shape "
-                             f"{tuple(target.shape)}")
         if self._num_classes is None:
             with torch.no_grad():
                 self._num_classes = int(self.model(images[:1]).shape[-1])
-        bad = target[(target < 0) | (target >= self._num_classes)]
-        if bad.numel():
-            raise ValueError(f"target id {int(bad[0])} is out of range for a model with num_classes="
-                             f"{self._num_classes}; targets must be in [0, {self._num_classes - 1}]")
-        return target
+        t = torch.as_tensor(target, device=images.device)
+        if t.dim() != 2:  # one class per image: the shared contract
+            return as_class_indices(t, n, images.device, "target", num_classes=self._num_classes)
+        # N×T: T classes per image, one map per (image, class) pair
+        if t.shape[0] != n:
+            raise ValueError(f"an N×T target needs N = {n} rows (one per image), got shape {tuple(t.shape)}")
+        flat = as_class_indices(t.flatten(), t.numel(), images.device, "target", num_classes=self._num_classes)
+        return flat.view(n, -1)
 
     def _prepare(self, images: Tensor) -> dict[str, Tensor]:
         extras: dict[str, Tensor] = {}
