@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 import xai_bench  # noqa: F401  (must precede torchvision, see xai_bench._compat)
-from xai_bench.attacks import FGSM, PGD, parse_eps
+from xai_bench.robustness.attacks import FGSM, PGD, parse_eps
 from xai_bench.models.base import ImageClassifier
 from xai_bench.utils import resolve_device, seed_everything
 

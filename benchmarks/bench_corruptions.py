@@ -11,7 +11,7 @@ import time
 import torch
 
 import xai_bench  # noqa: F401  (before torchvision)
-from xai_bench import corruptions as C
+from xai_bench.robustness import corruptions as C
 
 
 def _time(fn, x: torch.Tensor, repeat: int) -> float:
@@ -46,15 +46,16 @@ def main() -> None:
     if not devices:
         raise SystemExit(f"device {args.device!r} is not available")
 
+    node = lambda fn, **kw: {"_target_": f"xai_bench.robustness.corruptions.{fn}", "_partial_": True, **kw}
     basic = C.build_suite({"custom": {
-        "contrast_x5": {"_target_": "xai_bench.corruptions.contrast", "_partial_": True, "factor": 5},
-        "blur_r10": {"_target_": "xai_bench.corruptions.gaussian_blur", "_partial_": True, "radius": 10},
-        "invert": {"_target_": "xai_bench.corruptions.invert", "_partial_": True},
-        "brightness_up0_3": {"_target_": "xai_bench.corruptions.brightness", "_partial_": True, "delta": 0.3},
-        "noise_std0_1": {"_target_": "xai_bench.corruptions.gaussian_noise", "_partial_": True, "std": 0.1},
-        "jpeg_q10": {"_target_": "xai_bench.corruptions.jpeg", "_partial_": True, "quality": 10},
-        "pixelate_x8": {"_target_": "xai_bench.corruptions.pixelate", "_partial_": True, "factor": 8},
-        "rotate_30": {"_target_": "xai_bench.corruptions.rotate", "_partial_": True, "degrees": 30},
+        "contrast_x5": node("contrast", factor=5),
+        "blur_r10": node("gaussian_blur", radius=10),
+        "invert": node("invert"),
+        "brightness_up0_3": node("brightness", delta=0.3),
+        "noise_std0_1": node("gaussian_noise", std=0.1),
+        "jpeg_q10": node("jpeg", quality=10),
+        "pixelate_x8": node("pixelate", factor=8),
+        "rotate_30": node("rotate", degrees=30),
     }, "seed": 0})
     rows: dict[str, dict[str, float]] = {}
     for device in devices:

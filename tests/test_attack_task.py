@@ -19,8 +19,9 @@ from safetensors.torch import load_file
 
 import xai_bench  # noqa: F401  (before torchvision/timm)
 import xai_bench.tasks.attack as attack_task
-from xai_bench.attacks import FGSM, summarize_sweep
 from xai_bench.reports.callbacks import AccuracyVsEpsCallback, collect_sweep
+from xai_bench.robustness.attacks import FGSM
+from xai_bench.robustness.sweeps import summarize_sweep
 from xai_bench.data import make_loader, synthetic_shapes
 from xai_bench.metrics import classification_report, predict
 from xai_bench.models import create_model, load_checkpoint, save_checkpoint

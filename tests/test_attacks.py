@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 from torch import nn
 
 import xai_bench  # noqa: F401  (before torchvision/timm, see xai_bench._compat)
-from xai_bench.attacks import FGSM, PGD, Attack, build_attack, parse_eps, summarize_sweep
+from xai_bench.robustness.attacks import FGSM, PGD, Attack, build_attack, parse_eps
+from xai_bench.robustness.sweeps import summarize_sweep
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "attack"
 ATTACK_CONFIGS = sorted(CONF_DIR.glob("*.yaml"))

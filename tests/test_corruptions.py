@@ -1,5 +1,5 @@
-"""Tests for xai_bench.corruptions: contracts over every corruption × severity and every suite config, reference
-checks against scipy / scikit-image / Pillow, determinism and input validation."""
+"""Tests for xai_bench.robustness.corruptions: contracts over every corruption × severity and every suite config,
+reference checks against scipy / scikit-image / Pillow, determinism and input validation."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import pytest
 import torch
 
 import xai_bench  # noqa: F401  (before torchvision)
-from xai_bench import corruptions as C
+from xai_bench import ops
+from xai_bench.robustness import corruptions as C
+from xai_bench.robustness.corruptions import _kernels as K
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 SUITES = sorted(p.stem for p in (CONF_DIR / "corruption").glob("*.yaml"))
@@ -132,8 +134,16 @@ def test_huge_sigma_symmetric_blur_matches_skimage():
     from skimage.filters import gaussian
 
     u = np.random.default_rng(0).uniform(-1, 1, (20, 24))
-    got = C._gaussian_filter(torch.from_numpy(u)[None, None], 244 * 0.7, mode="symmetric", truncate=3.0)[0, 0]
+    got = ops.gaussian_filter(torch.from_numpy(u)[None, None], 244 * 0.7, mode="symmetric", truncate=3.0)[0, 0]
     np.testing.assert_allclose(got.numpy(), gaussian(u, 244 * 0.7, mode="reflect", truncate=3), atol=1e-14)
+
+
+@pytest.mark.parametrize("mode, torch_mode", [("reflect101", "reflect"), ("nearest", "replicate")])
+def test_ops_boundary_modes_match_torch_pad(mode, torch_mode):
+    # xai_bench.ops names one convention per mode; torch calls reflect-101 "reflect" (scipy calls it "mirror").
+    x = torch.rand(1, 2, 5, 7, generator=torch.Generator().manual_seed(0))
+    expected = torch.nn.functional.pad(x, (3, 3, 2, 2), mode=torch_mode)
+    assert torch.equal(ops.pad(x, 2, 3, mode), expected)
 
 
 @pytest.mark.parametrize("delta", [0.1, 0.5, -0.3])
@@ -157,7 +167,7 @@ def test_clipped_zoom_matches_scipy():
         top = (40 - ch) // 2
         ref = zoom(img[top : top + ch, top : top + ch], (z, z, 1), order=1)
         trim = (ref.shape[0] - 40) // 2
-        np.testing.assert_allclose(_hwc(C._clipped_zoom(x, z)), ref[trim : trim + 40, trim : trim + 40], atol=1e-12)
+        np.testing.assert_allclose(_hwc(K.clipped_zoom(x, z)), ref[trim : trim + 40, trim : trim + 40], atol=1e-12)
 
 
 @pytest.mark.parametrize("size", [40, 37])
@@ -183,7 +193,7 @@ def test_sample_matches_map_coordinates(mode, scipy_mode):
     sx = (xs + 15 * torch.randn(20, 20, generator=g)).double()[None]
     sy = (ys + 15 * torch.randn(20, 20, generator=g)).double()[None]
     ref = map_coordinates(x[0, 0].numpy(), [sy[0].numpy(), sx[0].numpy()], order=1, mode=scipy_mode)
-    np.testing.assert_allclose(C._sample(x, sx, sy, mode)[0, 0].numpy(), ref, atol=1e-12)
+    np.testing.assert_allclose(K.sample_bilinear(x, sx, sy, mode)[0, 0].numpy(), ref, atol=1e-12)
 
 
 def test_defocus_conv_matches_scipy_mirror():
@@ -192,7 +202,7 @@ def test_defocus_conv_matches_scipy_mirror():
     x = _images(n=1, c=1, size=24, dtype=torch.float64)
     k = torch.rand(21, 21, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     ref = correlate(x[0, 0].numpy(), k.numpy(), mode="mirror")  # scipy "mirror" = OpenCV BORDER_REFLECT_101
-    np.testing.assert_allclose(C._correlate(x, k, "reflect101")[0, 0].numpy(), ref, atol=1e-12)
+    np.testing.assert_allclose(ops.correlate2d(x, k, "reflect101")[0, 0].numpy(), ref, atol=1e-12)
 
 
 def test_motion_blur_matches_imagemagick_formula():
@@ -200,7 +210,7 @@ def test_motion_blur_matches_imagemagick_formula():
     x = _images(n=2, c=1, size=12, dtype=torch.float64)
     angles = torch.tensor([30.0, -100.0], dtype=torch.float64)
     radius, sigma = 4, 2.0
-    got = C._motion_blur(x, radius, sigma, angles)
+    got = K.motion_blur(x, radius, sigma, angles)
     width = 2 * radius + 1
     k = np.exp(-(np.arange(width) ** 2) / (2 * sigma**2))
     k /= k.sum()
@@ -232,7 +242,7 @@ def test_noise_statistics():
 
 def test_plasma_fractal_and_fog():
     x = _images()
-    p = C._plasma_fractal(3, 32, 2.0, torch.Generator().manual_seed(0), x)
+    p = K.plasma_fractal(3, 32, 2.0, torch.Generator().manual_seed(0), x)
     assert p.shape == (3, 32, 32)
     assert torch.allclose(p.amin((1, 2)), torch.zeros(3)) and torch.allclose(p.amax((1, 2)), torch.ones(3))
     assert not torch.equal(p[0], p[1])  # one fractal per image
@@ -255,7 +265,7 @@ def test_glass_blur_shuffles_locally():
     torch.testing.assert_close(C.corrupt(flat, "glass_blur", 5, seed=0), torch.full_like(flat, 127 / 255))
     # On a textured image the shuffle adds to the blur: farther from the input than the two blurs alone.
     x = _images(size=24)
-    blur_only = C._gaussian_filter(torch.floor(C._gaussian_filter(x, 1.5) * 255) / 255, 1.5)
+    blur_only = ops.gaussian_filter(torch.floor(ops.gaussian_filter(x, 1.5) * 255) / 255, 1.5)
     y = C.corrupt(x, "glass_blur", 5, seed=0)
     assert (y - x).abs().mean() > (blur_only - x).abs().mean()
 

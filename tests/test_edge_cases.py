@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from xai_bench import data
-from xai_bench.robustness import corruption_summary, flip_rows
+from xai_bench.robustness.corruption_eval import corruption_summary, flip_rows
 from xai_bench.tasks import explain, train
 
 TINY = ["dataset.n_train=192", "dataset.n_test=64", "dataset.image_size=32", "trainer.batch_size=32",

@@ -16,7 +16,7 @@ from PIL import Image
 import xai_bench  # noqa: F401  (before torchvision/timm)
 from xai_bench.data import synthetic_shapes
 from xai_bench.data.transforms import eval_transform, load_image
-from xai_bench.ensemble import ensemble_accuracy
+from xai_bench.robustness.ensemble import ensemble_accuracy
 from xai_bench.models import create_model, load_checkpoint, save_checkpoint
 from xai_bench.tasks import evaluate
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from xai_bench.uncertainty import (
+from xai_bench.robustness.uncertainty import (
     expected_entropy,
     majority_vote,
     mean_probability,

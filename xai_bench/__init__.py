@@ -24,10 +24,13 @@ _EXPORTS = {
     "GradCAMPlusPlus": "xai_bench.attribution", "ForGrad": "xai_bench.attribution",
     "forgrad_filter": "xai_bench.attribution",
     # robustness
-    "FGSM": "xai_bench.attacks", "PGD": "xai_bench.attacks", "build_attack": "xai_bench.attacks",
-    "corrupt": "xai_bench.corruptions", "list_corruptions": "xai_bench.corruptions",
-    "majority_vote": "xai_bench.uncertainty", "mutual_information": "xai_bench.uncertainty",
-    "predictive_entropy": "xai_bench.uncertainty",
+    "Attack": "xai_bench.robustness.attacks", "FGSM": "xai_bench.robustness.attacks",
+    "PGD": "xai_bench.robustness.attacks", "build_attack": "xai_bench.robustness.attacks",
+    "parse_eps": "xai_bench.robustness.attacks", "summarize_sweep": "xai_bench.robustness.sweeps",
+    "corrupt": "xai_bench.robustness.corruptions", "list_corruptions": "xai_bench.robustness.corruptions",
+    "build_suite": "xai_bench.robustness.corruptions",
+    "majority_vote": "xai_bench.robustness.uncertainty", "mutual_information": "xai_bench.robustness.uncertainty",
+    "predictive_entropy": "xai_bench.robustness.uncertainty",
     # utilities
     "build": "xai_bench.utils", "seed_everything": "xai_bench.utils",
 }

@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from xai_bench.ops import gaussian_filter
 from xai_bench.registry import unknown_name_message
 
 BASELINE_KINDS = ("zeros", "constant", "blurred", "uniform")
@@ -67,18 +67,16 @@ def make_baseline(
 
 
 def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur of N×C×H×W ``images`` (σ in pixels, kernel radius 3σ, reflect padding)."""
+    """Separable Gaussian blur of N×C×H×W ``images``: σ in pixels, kernel radius ⌈3σ⌉, edges reflected about the
+    border pixels (``dcb|abcd``: torch's ``"reflect"``, scipy's ``"mirror"``; see :mod:`xai_bench.ops`).
+
+    The radius is also kept below the image side (torch's reflect padding required it when this was a padded
+    convolution), so blurred baselines of small images keep the values they had.
+    """
     if sigma < 0:
         raise ValueError(f"blur sigma must be >= 0, got {sigma}")
     if sigma == 0:
         return images.clone()
-    _, c, h, w = images.shape
-    # Reflect padding needs pad < size; clamp the radius so tiny images still blur instead of erroring.
+    h, w = images.shape[-2:]
     radius = max(1, min(math.ceil(3 * sigma), h - 1, w - 1))
-    x = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    k = k / k.sum()
-    out = F.pad(images, (radius, radius, radius, radius), mode="reflect")
-    out = F.conv2d(out, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    out = F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-    return out
+    return gaussian_filter(images, sigma, mode="reflect101", radius=radius)

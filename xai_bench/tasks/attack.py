@@ -1,9 +1,10 @@
 """``attack.py``: robust accuracy of a classifier under an ε sweep of one gradient attack (FGSM, PGD L∞ / L2).
 
-Every batch of the split goes through the attack's :meth:`~xai_bench.attacks.Attack.sweep` over ``attack.eps``
-(FGSM computes its input gradient once per batch and only re-scores per ε). Per-ε *counts* are summed over batches
-and divided at the end, so every number is over the whole split whatever the batch size. Accuracy uses the
-dataset's reference sets (``accept``) where it has them, so a tabby called "tiger cat" still counts as correct.
+Every batch of the split goes through the attack's :meth:`~xai_bench.robustness.attacks.Attack.sweep` over
+``attack.eps`` (FGSM computes its input gradient once per batch and only re-scores per ε). Per-ε *counts* are summed
+over batches and divided at the end (:class:`~xai_bench.robustness.sweeps.SweepAccumulator`), so every number is over
+the whole split whatever the batch size. Accuracy uses the dataset's reference sets (``accept``) where it has them,
+so a tabby called "tiger cat" still counts as correct.
 
 Outputs in the run folder:
 
@@ -19,7 +20,6 @@ Outputs in the run folder:
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,13 +32,15 @@ from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
 from xai_bench import viz
-from xai_bench.attacks import Attack, build_attack, parse_eps
+from xai_bench.checks import accept_matrix
 from xai_bench.data import make_loader
+from xai_bench.robustness.attacks import Attack, build_attack, parse_eps
+from xai_bench.robustness.sweeps import SweepAccumulator, eps_label
 from xai_bench.tasks.common import run_context
 from xai_bench.tasks.setup import build_data, build_model
 from xai_bench.utils import atomic_path
 
-__all__ = ["eps_label", "run", "save_examples"]
+__all__ = ["run", "save_examples"]
 
 # ‖δ‖ may exceed ε by float rounding only (x + ε·sign(g) − x ≠ ε exactly in float32).
 _BALL_RTOL, _BALL_ATOL = 1e-5, 1e-6
@@ -68,14 +70,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         save = bool(cfg.attack.get("save_examples", False))
         n_keep = _keep_count(cfg, save, len(ds))  # type: ignore[arg-type]
 
-        counts = _SweepCounts(eps, attack.norm, targeted=attack.targeted, device=ctx.device)
+        counts = SweepAccumulator(eps, attack.norm, targeted=attack.targeted, device=ctx.device)
         kept: dict[str, list[Any]] = {"images": [], "adv": [], "labels": [], "accept": [], "names": [],
                                       "clean_prob": [], "adv_prob": []}
         n_seen = 0
         with ctx.timer("attack"):
             for batch in tqdm(loader, desc=f"{cfg.attack.name} ε sweep", disable=not cfg.get("progress", True)):
                 x = batch["image"].to(ctx.device)
-                accept = _accept(batch, model_classes=len(class_names), device=ctx.device)
+                accept = accept_matrix(batch["label"], len(class_names), batch.get("accept"), device=ctx.device)
                 labels = _attack_labels(model, x, batch["label"].to(ctx.device), accept)
                 result = attack.sweep(x, labels, eps, target_labels=target_class, return_images=True)
                 _check_bounds(result, x, eps, attack.norm)
@@ -137,93 +139,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         return dict(ctx.metrics)
 
 
-# -- per-ε counts summed over batches ---------------------------------------------------------------------------------
-
-class _SweepCounts:
-    """Per-ε sums over batches; ratios are formed once at the end, each over its own denominator.
-
-    Accuracy is over the *scored* images (known label or reference set); the untargeted success rate over the images
-    the model got right when clean; the targeted one over the images whose reference set excludes the target.
-    """
-
-    _SUMS = ("n", "scored", "correct", "attackable", "success", "flipped", "confidence", "true_prob", "target_prob",
-             "linf_sum", "l2_sum")
-
-    def __init__(self, eps: Sequence[float], norm: str, *, targeted: bool, device: torch.device) -> None:
-        self.eps, self.norm, self.targeted = list(eps), norm, targeted
-        zeros = lambda: torch.zeros(len(self.eps), dtype=torch.float64, device=device)
-        self.sums = {k: zeros() for k in self._SUMS}
-        self.linf_max, self.l2_max = zeros(), zeros()
-
-    def add(self, result: dict[str, Any], accept: Tensor) -> None:
-        preds, n = result["preds"], result["preds"].shape[1]
-        probs = result["logits"].float().softmax(-1)  # E×N×K
-        rows = torch.arange(n, device=preds.device)
-        scored = accept.any(1)  # N
-        correct = accept[rows, preds] & scored  # E×N: the prediction is in the image's reference set
-        clean_pred = result["clean_logits"].argmax(-1)
-        if self.targeted:
-            target = result["target_labels"]
-            attackable = ~accept[rows, target]
-            success = attackable & (preds == target)
-            self.sums["target_prob"] += probs[:, rows, target].sum(1)
-        else:
-            attackable = scored & accept[rows, clean_pred]
-            success = attackable & ~correct
-        s = self.sums
-        s["n"] += n
-        s["scored"] += scored.sum()
-        s["correct"] += correct.sum(1)
-        s["attackable"] += attackable.sum()
-        s["success"] += success.sum(1)
-        s["flipped"] += (preds != clean_pred).sum(1)
-        s["confidence"] += probs.amax(-1).sum(1)
-        s["true_prob"] += (probs * accept).sum(-1).sum(1)  # mass on the reference set; 0 for unscored images
-        s["linf_sum"] += result["linf"].sum(1)
-        s["l2_sum"] += result["l2"].sum(1)
-        self.linf_max = torch.maximum(self.linf_max, result["linf"].amax(1))
-        self.l2_max = torch.maximum(self.l2_max, result["l2"].amax(1))
-
-    def rows(self) -> list[dict[str, Any]]:
-        s = {k: v.tolist() for k, v in self.sums.items()}
-        linf_max, l2_max = self.linf_max.tolist(), self.l2_max.tolist()
-        ratio = lambda a, b: a / b if b else math.nan
-        out = []
-        for i, e in enumerate(self.eps):
-            row: dict[str, Any] = {"eps": e, "eps_label": eps_label(e, self.norm)}
-            if self.norm == "inf":
-                row["eps_255"] = round(e * 255, 6)
-            row.update({
-                "n": int(s["n"][i]), "n_scored": int(s["scored"][i]),
-                "accuracy": ratio(s["correct"][i], s["scored"][i]),
-                "attack_success_rate": ratio(s["success"][i], s["attackable"][i]),
-                "flip_rate": ratio(s["flipped"][i], s["n"][i]),
-                "mean_confidence": ratio(s["confidence"][i], s["n"][i]),
-                "mean_true_class_prob": ratio(s["true_prob"][i], s["scored"][i]),
-            })
-            if self.targeted:
-                row["mean_target_class_prob"] = ratio(s["target_prob"][i], s["n"][i])
-            row.update(linf_max=linf_max[i], linf_mean=ratio(s["linf_sum"][i], s["n"][i]),
-                       l2_max=l2_max[i], l2_mean=ratio(s["l2_sum"][i], s["n"][i]))
-            out.append(row)
-        return out
-
-
-def _accept(batch: dict[str, Any], model_classes: int, device: torch.device) -> Tensor:
-    """Bool[N, K] classes that count as correct: the batch's reference sets, else the one-hot of known labels."""
-    labels = batch["label"].to(device)
-    if "accept" in batch:
-        accept = batch["accept"].to(device).bool()
-        if accept.shape[1] != model_classes:
-            raise ValueError(f"the dataset's reference sets have {accept.shape[1]} classes but the model outputs "
-                             f"{model_classes}; pick a matching model or dataset")
-        return accept
-    accept = torch.zeros(len(labels), model_classes, dtype=torch.bool, device=device)
-    known = labels >= 0
-    accept[known.nonzero().squeeze(1), labels[known]] = True
-    return accept
-
-
 @torch.no_grad()
 def _attack_labels(model: nn.Module, x: Tensor, labels: Tensor, accept: Tensor) -> Tensor:
     """The class an untargeted attack pushes away from.
@@ -255,15 +170,6 @@ def _check_bounds(result: dict[str, Any], x: Tensor, eps: Sequence[float], norm:
     if adv.numel() and (adv.min() < 0 or adv.max() > 1):
         raise RuntimeError(f"adversarial images left [0, 1] (min {adv.min().item():.4g}, max {adv.max().item():.4g});"
                            " this is a bug in the attack")
-
-
-def eps_label(eps: float, norm: str = "inf") -> str:
-    """Readable ε: ``"8/255"`` for L∞ values on the half-level grid (``"0.5/255"``), else ``"%.4g"``."""
-    if norm == "inf":
-        levels = eps * 255
-        if abs(levels * 2 - round(levels * 2)) < 1e-6:
-            return f"{round(levels * 2) / 2:g}/255"
-    return f"{eps:.4g}"
 
 
 def _keep_count(cfg: DictConfig, save: bool, n_total: int) -> int:

@@ -20,7 +20,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     with run_context(cfg, "evaluate") as ctx:
         data = build_data(cfg)
         if cfg.get("ensemble"):  # the members replace `model`: per-model and ensemble accuracy, uncertainty ranking
-            from xai_bench.ensemble import run_ensemble
+            from xai_bench.tasks.ensemble import run_ensemble
 
             ctx.metrics.update(run_ensemble(cfg, ctx, data))
             return dict(ctx.metrics)
@@ -70,9 +70,9 @@ def _topk_rows(preds: Any, class_names: list[str], k: int) -> list[dict[str, Any
 
 def _evaluate_corruptions(cfg: DictConfig, ctx: RunContext, model: torch.nn.Module, loader: Any,
                           names: list[str]) -> None:
-    from xai_bench.corruptions import build_suite
+    from xai_bench.robustness.corruptions import build_suite
     from xai_bench.models import create_model
-    from xai_bench.robustness import corruption_correctness, corruption_summary, flip_rows, split_label
+    from xai_bench.robustness.corruption_eval import corruption_correctness, corruption_summary, flip_rows, split_label
 
     suite = build_suite(cfg.corruption)
     models = {"model": model}

@@ -1,36 +1,34 @@
-"""Ensembles of classifiers: per-model and ensemble accuracy, and images ranked by the ensemble's uncertainty.
+"""``evaluate.py ensemble=<name>``: every member of an ensemble and their combinations on one split.
 
 An ensemble config (``conf/ensemble/*.yaml``) lists ``members`` (model config nodes, as in ``conf/model/``) and
-how to ``combine`` them (``vote``: majority of top-1 votes; ``mean``: average softmax). ``evaluate.py
-ensemble=<name>`` calls :func:`run_ensemble` instead of evaluating one model. Each member sees the images through
-its *own* eval transform (EfficientNet-Lite0/1/2 take 224/240/260 pixels, Inception-v3 299), so the photo
-dataset is re-prepared for every member and the members' predictions are aligned by image name.
-
-Uncertainty follows ``xai_bench.uncertainty``: predictive entropy (total), expected entropy (aleatoric) and mutual
-information (epistemic; Houlsby et al. 2011, Lakshminarayanan et al. 2017 "Deep Ensembles").
+how to ``combine`` them (``vote``: majority of top-1 votes; ``mean``: average softmax). Each member sees the images
+through its *own* eval transform (EfficientNet-Lite0/1/2 take 224/240/260 pixels, Inception-v3 299), so the photo
+dataset is re-prepared for every member as it is built, and the members' predictions are aligned by image name.
+The numbers come from :mod:`xai_bench.robustness.ensemble` and :mod:`xai_bench.robustness.uncertainty`.
 """
 
 from __future__ import annotations
 
-import math
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
-from tqdm.auto import tqdm
 
 from xai_bench import viz
-from xai_bench.data import DataBundle, make_loader
-from xai_bench.metrics import predict, topk_correct
+from xai_bench.checks import safe_name
+from xai_bench.data import DataBundle
+from xai_bench.robustness.ensemble import check_combine, ensemble_accuracy, predict_members
+from xai_bench.robustness.uncertainty import rank_by_certainty, uncertainty_table
 from xai_bench.tasks.common import RunContext
 from xai_bench.tasks.setup import build_model
-from xai_bench.uncertainty import majority_vote, rank_by_certainty, uncertainty_table
 
-__all__ = ["COMBINE", "ensemble_accuracy", "predict_members", "run_ensemble"]
+__all__ = ["run_ensemble"]
 
-COMBINE = ("vote", "mean")
+log = logging.getLogger(__name__)
 
 
 def run_ensemble(cfg: DictConfig, ctx: RunContext, data: DataBundle) -> dict[str, Any]:
@@ -54,10 +52,7 @@ def run_ensemble(cfg: DictConfig, ctx: RunContext, data: DataBundle) -> dict[str
     """
     ens = cfg.ensemble
     members = _member_nodes(ens)
-    combine = [str(c) for c in (ens.get("combine") or COMBINE)]
-    bad = [c for c in combine if c not in COMBINE]
-    if bad or not combine:
-        raise ValueError(f"ensemble.combine={combine} must be a non-empty list drawn from {list(COMBINE)}")
+    combine = check_combine(ens.get("combine"))
     ds: Dataset = data.split(cfg.split)
     if cfg.get("max_images"):
         ds = Subset(ds, range(min(int(cfg.max_images), len(ds))))  # type: ignore[arg-type]
@@ -65,8 +60,9 @@ def run_ensemble(cfg: DictConfig, ctx: RunContext, data: DataBundle) -> dict[str
         raise ValueError(f"split {cfg.split!r} of dataset {data.name!r} is empty; pick another split")
 
     with ctx.timer("predict"):
-        out = predict_members(members, data, ds, ctx.device, batch_size=int(cfg.batch_size),
-                              num_workers=int(cfg.get("num_workers", 0)), progress=bool(cfg.get("progress", True)))
+        out = predict_members(_built_members(members, data, ctx.device), ds, ctx.device,
+                              batch_size=int(cfg.batch_size), num_workers=int(cfg.get("num_workers", 0)),
+                              progress=bool(cfg.get("progress", True)))
     probs, accept, names, member_names, class_names = (out[k] for k in ("probs", "accept", "names", "member_names",
                                                                         "class_names"))
     acc_rows = ensemble_accuracy(probs, accept, member_names, combine)
@@ -100,7 +96,7 @@ def run_ensemble(cfg: DictConfig, ctx: RunContext, data: DataBundle) -> dict[str
     metrics["mean_mutual_information"] = float(sum(r["mutual_information"] for r in table) / len(table))
     metrics["ranking"] = [r["image"] for r in table]
     metrics["objective"] = metrics[f"top1/ensemble_{combine[0]}"]
-    _print_summary(acc_rows, table, member_names)
+    _log_summary(acc_rows, table, member_names)
     _figures(ctx, ens, ds, probs, by_index, acc_rows, order, class_names, member_names)
     return metrics
 
@@ -119,91 +115,15 @@ def _member_nodes(ens: DictConfig) -> list[dict[str, Any]]:
     return members  # type: ignore[return-value]
 
 
-def predict_members(members: list[dict[str, Any]], data: DataBundle, ds: Dataset, device: torch.device, *,
-                    batch_size: int = 64, num_workers: int = 0, progress: bool = False) -> dict[str, Any]:
-    """Softmax outputs of every member on ``ds``, one member in memory at a time.
-
-    Args:
-        members: model config dicts (``create_model`` keywords, plus an optional ``label`` naming the member).
-        data: the bundle ``ds`` comes from; photo datasets get each member's eval transform before it predicts.
-        ds: the images (a split of ``data`` or a ``Subset`` of one).
-        device: where the members run.
-        batch_size, num_workers: loader settings.
-        progress: progress bars.
-
-    Returns:
-        dict with ``probs`` (M×N×K float, CPU), ``accept`` (N×K bool reference sets), ``labels`` (N, −1 unknown),
-        ``names`` (N), ``member_names`` (M, unique) and ``class_names`` (K).
-    """
-    probs, member_names = [], []
-    first: Any = None
-    for node in tqdm(members, desc="ensemble members", disable=not progress):
+def _built_members(nodes: list[dict[str, Any]], data: DataBundle,
+                   device: torch.device) -> Iterator[tuple[str, nn.Module]]:
+    """Build each member when it is drawn (and give photo datasets its eval transform), one in memory at a time."""
+    for node in nodes:
         node = dict(node)
         label = node.pop("label", None)
         model = build_model(OmegaConf.create({"model": node}), data).to(device).eval()  # also re-prepares photos
-        name = str(label or getattr(model, "name", node["name"]))
-        member_names.append(_unique(name, member_names))
-        p = predict(model, make_loader(ds, batch_size, num_workers=num_workers), device, progress=progress,
-                    desc=member_names[-1])
-        if first is None:
-            first = (p, list(model.class_names))
-        else:
-            if p.names != first[0].names:
-                raise RuntimeError(f"member {member_names[-1]!r} saw the images in another order than "
-                                   f"{member_names[0]!r}; the dataset must be deterministic")
-            if p.probs.shape != first[0].probs.shape:
-                raise ValueError(f"member {member_names[-1]!r} outputs {p.probs.shape[1]} classes but "
-                                 f"{member_names[0]!r} outputs {first[0].probs.shape[1]}; members must share classes")
-        probs.append(p.probs)
-        del model  # one member in memory at a time (VGG16 alone is 0.5 GB)
-    p0, class_names = first
-    return {"probs": torch.stack(probs), "accept": p0.accept, "labels": p0.labels, "names": p0.names,
-            "member_names": member_names, "class_names": class_names}
-
-
-def ensemble_accuracy(probs: Tensor, accept: Tensor, member_names: list[str],
-                      combine: list[str] | tuple[str, ...] = COMBINE) -> list[dict[str, Any]]:
-    """Top-1 and top-5 accuracy (reference sets counted) of each member and each ensemble combination.
-
-    Args:
-        probs: M×N×K member probabilities.
-        accept: N×K bool: classes that count as correct; images with an empty row are not scored.
-        member_names: M names.
-        combine: combinations to score: ``"mean"`` (average probability) and/or ``"vote"`` (majority vote; top-5
-            is undefined for a vote and left ``None``).
-
-    Returns:
-        One row per member then per combination: ``model``, ``kind`` (member | ensemble), ``top1``, ``top5``, ``n``
-        (scored images). Accuracies are NaN when no image is scored.
-    """
-    scored = accept.bool().any(1)
-    acc, n = accept.bool()[scored], int(scored.sum())
-    mean = lambda t: float(t.float().mean()) if n else math.nan
-
-    def row(name: str, kind: str, p: Tensor | None, classes: Tensor | None = None) -> dict[str, Any]:
-        if p is not None:
-            return {"model": name, "kind": kind, "top1": mean(topk_correct(p[scored], acc, 1)),
-                    "top5": mean(topk_correct(p[scored], acc, 5)), "n": n}
-        assert classes is not None
-        return {"model": name, "kind": kind, "top1": mean(acc.gather(1, classes[scored, None]).squeeze(1)),
-                "top5": None, "n": n}
-
-    rows = [row(name, "member", probs[m]) for m, name in enumerate(member_names)]
-    for c in combine:
-        if c == "mean":
-            rows.append(row("ensemble_mean", "ensemble", probs.mean(0)))
-        elif c == "vote":
-            rows.append(row("ensemble_vote", "ensemble", None, majority_vote(probs)[0]))
-    return rows
-
-
-def _unique(name: str, taken: list[str]) -> str:
-    if name not in taken:
-        return name
-    i = 2
-    while f"{name}#{i}" in taken:
-        i += 1
-    return f"{name}#{i}"
+        yield str(label or getattr(model, "name", node["name"])), model
+        del model  # before the next member is built
 
 
 def _figures(ctx: RunContext, ens: DictConfig, ds: Dataset, probs: Tensor, by_index: list[dict[str, Any]],
@@ -234,18 +154,20 @@ def _figures(ctx: RunContext, ens: DictConfig, ds: Dataset, probs: Tensor, by_in
 
 
 def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)[:60]
+    return safe_name(name, "-")[:60]
 
 
-def _print_summary(acc_rows: list[dict[str, Any]], table: list[dict[str, Any]], member_names: list[str]) -> None:
-    print(f"{'model':>24}  {'top-1':>6}  {'top-5':>6}  (n={acc_rows[0]['n']})")
+def _log_summary(acc_rows: list[dict[str, Any]], table: list[dict[str, Any]], member_names: list[str]) -> None:
+    lines = [f"{'model':>24}  {'top-1':>6}  {'top-5':>6}  (n={acc_rows[0]['n']})"]
     for r in acc_rows:
         top5 = "" if r["top5"] is None else f"{r['top5']:.3f}"
-        print(f"{r['model']:>24}  {r['top1']:6.3f}  {top5:>6}")
-    print("most → least certain (predictive entropy H, mutual information MI, vote agreement):")
+        lines.append(f"{r['model']:>24}  {r['top1']:6.3f}  {top5:>6}")
+    lines.append("most → least certain (predictive entropy H, mutual information MI, vote agreement):")
     shown = table if len(table) <= 32 else table[:10] + table[-10:]  # both ends of a long ranking
     for r in shown:
         mark = "" if r.get("correct") is None else " ✓" if r["correct"] else " ✗"
         votes = ", ".join(str(r[f"{m}_class"]) for m in member_names)
-        print(f"  {r['rank']:>3}. {r['image']}: {r['ensemble_class']} {r['ensemble_prob']:.2f}{mark}  "
-              f"H={r['entropy']:.3f} MI={r['mutual_information']:.3f} agree={r['vote_agreement']:.2f}  [{votes}]")
+        lines.append(f"  {r['rank']:>3}. {r['image']}: {r['ensemble_class']} {r['ensemble_prob']:.2f}{mark}  "
+                     f"H={r['entropy']:.3f} MI={r['mutual_information']:.3f} agree={r['vote_agreement']:.2f}  "
+                     f"[{votes}]")
+    log.info("\n".join(lines))

@@ -1,17 +1,26 @@
-"""Accuracy under common corruptions: per corruption × severity, mean corruption error, and which images flipped."""
+"""Accuracy under common corruptions: per corruption × severity, mean corruption error, and which images flipped.
+
+:func:`corruption_correctness` runs models over a corruption suite (from
+:func:`xai_bench.robustness.corruptions.build_suite`); :func:`corruption_summary` and :func:`flip_rows` turn its
+per-image correctness into the numbers and tables the evaluate task reports.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from xai_bench.checks import accept_matrix, eval_mode
 from xai_bench.metrics import topk_correct
+
+__all__ = ["corruption_correctness", "corruption_summary", "flip_rows", "split_label"]
 
 
 @torch.no_grad()
@@ -25,31 +34,26 @@ def corruption_correctness(models: dict[str, nn.Module], loader: DataLoader,
     forward passes only.
     """
     out: dict[str, dict[str, list[torch.Tensor]]] = {m: defaultdict(list) for m in models}
-    for model in models.values():
-        model.eval()
     labels = ["clean", *suite]
     scored: list[torch.Tensor] = []
-    for batch in tqdm(loader, desc="corruptions", disable=not progress, leave=False):
-        x = batch["image"].to(device)
-        if "accept" in batch:
-            accept = batch["accept"].to(device)
-        else:
+    with contextlib.ExitStack() as stack:
+        for model in models.values():
+            stack.enter_context(eval_mode(model))
+        for batch in tqdm(loader, desc="corruptions", disable=not progress, leave=False):
+            x = batch["image"].to(device)
             y = batch["label"].to(device)
-            accept = torch.nn.functional.one_hot(y.clamp(min=0), -1).bool() & (y >= 0).unsqueeze(1)
-        scored.append(accept.any(1).cpu())
-        for label in labels:
-            xc = x if label == "clean" else suite[label](x)
-            for name, model in models.items():
-                probs = model(xc).softmax(1)
-                acc = accept if accept.shape[1] == probs.shape[1] else _pad(accept, probs.shape[1])
-                out[name][label].append(topk_correct(probs, acc, 1).cpu())
+            given = batch.get("accept")
+            scored.append((given.bool().any(1) if given is not None else y >= 0).cpu())
+            accept: dict[int, torch.Tensor] = {}  # per class count: models may differ (a reference model)
+            for label in labels:
+                xc = x if label == "clean" else suite[label](x)
+                for name, model in models.items():
+                    probs = model(xc).softmax(1)
+                    k = probs.shape[1]
+                    if k not in accept:
+                        accept[k] = accept_matrix(y, k, given, device=device)
+                    out[name][label].append(topk_correct(probs, accept[k], 1).cpu())
     return {m: {k: torch.cat(v) for k, v in d.items()} for m, d in out.items()}, torch.cat(scored)
-
-
-def _pad(accept: torch.Tensor, k: int) -> torch.Tensor:
-    pad = torch.zeros(accept.shape[0], k, dtype=torch.bool, device=accept.device)
-    pad[:, : accept.shape[1]] = accept[:, :k]
-    return pad
 
 
 def split_label(label: str) -> tuple[str, int | None]:
