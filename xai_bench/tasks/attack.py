@@ -23,6 +23,7 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
+import logging
 from typing import Any
 
 import torch
@@ -44,6 +45,8 @@ __all__ = ["run", "save_examples"]
 
 # ‖δ‖ may exceed ε by float rounding only (x + ε·sign(g) − x ≠ ε exactly in float32).
 _BALL_RTOL, _BALL_ATOL = 1e-5, 1e-6
+
+log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -299,8 +302,8 @@ def _write_pngs(folder: Path, ex: dict[str, Any], e: int, eps: list[float], norm
 
 
 def _print_rows(rows: list[dict[str, Any]], model: str, attack: str, dataset: str) -> None:
-    print(f"{attack} on {model} ({dataset}, n={rows[0]['n'] if rows else 0}):")
-    print(f"  {'eps':>9}  {'accuracy':>8}  {'success':>8}  {'flips':>6}  {'conf':>6}")
-    for r in rows:
-        print(f"  {r['eps_label']:>9}  {r['accuracy']:8.4f}  {r['attack_success_rate']:8.4f}  {r['flip_rate']:6.3f}"
-              f"  {r['mean_confidence']:6.3f}")
+    lines = [f"{attack} on {model} ({dataset}, n={rows[0]['n'] if rows else 0}):",
+             f"  {'eps':>9}  {'accuracy':>8}  {'success':>8}  {'flips':>6}  {'conf':>6}"]
+    lines += [f"  {r['eps_label']:>9}  {r['accuracy']:8.4f}  {r['attack_success_rate']:8.4f}  {r['flip_rate']:6.3f}"
+              f"  {r['mean_confidence']:6.3f}" for r in rows]
+    log.info("\n".join(lines))

@@ -3,6 +3,7 @@ a per-image top-k table, and accuracy under a corruption suite."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -14,6 +15,8 @@ from xai_bench.data import make_loader
 from xai_bench.metrics import classification_report, predict
 from xai_bench.tasks.common import RunContext, run_context
 from xai_bench.tasks.setup import build_data, build_model
+
+log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -36,8 +39,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if report["n"]:
             ctx.metrics.update({k: report[k] for k in ("n", "top1", "top5", "loss", "ece", "per_class_acc")})
             ctx.metrics["objective"] = report["top1"]
-            print(f"{model.name} on {data.name}/{cfg.split}: top-1 {report['top1']:.4f}  top-5 {report['top5']:.4f}"
-                  f"  ECE {report['ece']:.4f}  (n={report['n']})")
+            log.info("%s on %s/%s: top-1 %.4f  top-5 %.4f  ECE %.4f  (n=%d)", model.name, data.name, cfg.split,
+                     report["top1"], report["top5"], report["ece"], report["n"])
             if len(class_names) <= 50:
                 ctx.figure("confusion_matrix", viz.confusion_matrix_figure(report["confusion_matrix"].numpy(),
                                                                            class_names))
@@ -46,8 +49,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         ctx.table("predictions", _topk_rows(preds, class_names, int(cfg.topk)))
         if len(preds.names) <= 32:
             for row in _topk_rows(preds, class_names, 1):
-                print(f"  {row['image']}: {row['top1']} ({row['top1_prob']:.3f})"
-                      + ("" if row["correct"] is None else "  ✓" if row["correct"] else "  ✗"))
+                log.info("  %s: %s (%.3f)%s", row["image"], row["top1"], row["top1_prob"],
+                         "" if row["correct"] is None else "  ✓" if row["correct"] else "  ✗")
         if cfg.get("corruption") and (cfg.corruption.get("names") or cfg.corruption.get("custom")):
             _evaluate_corruptions(cfg, ctx, model, loader, preds.names)
         return dict(ctx.metrics)
@@ -83,13 +86,13 @@ def _evaluate_corruptions(cfg: DictConfig, ctx: RunContext, model: torch.nn.Modu
         correct, scored = corruption_correctness(models, loader, suite, ctx.device, progress=cfg.progress)
     summary = corruption_summary(correct["model"], correct.get("reference"), scored)
     if not summary["n_scored"]:
-        print("corruptions: no image has a label or reference set, so there is no accuracy to report")
+        log.warning("corruptions: no image has a label or reference set, so there is no accuracy to report")
         return
     ctx.metrics["corruptions"] = summary
     for key in ("mean_corruption_error", "relative_corruption_error", "mCE", "relative_mCE"):
         if key in summary:
             ctx.metrics[key] = summary[key]
-            print(f"{key}: {summary[key]:.4f}")
+            log.info("%s: %.4f", key, summary[key])
     acc = summary["accuracy"]
     ctx.table("corruption_accuracy", [{"corruption": split_label(k)[0], "severity": split_label(k)[1], "label": k,
                                        "accuracy": v} for k, v in acc.items()])
