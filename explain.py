@@ -1,18 +1,6 @@
-"""Entry point: `python explain.py [overrides]` (see conf/explain.yaml). The logic lives in xai_bench.tasks.explain."""
+"""Entry point: `python explain.py [overrides]` (see conf/explain.yaml); the logic is in xai_bench.tasks.explain."""
 
-import hydra
-from omegaconf import DictConfig
-
-import xai_bench  # noqa: F401  (patches torchvision on CPU-only machines before anything imports it)
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="explain")
-def main(cfg: DictConfig) -> float | None:
-    from xai_bench.tasks.explain import run
-
-    metrics = run(cfg)
-    return metrics.get("objective")  # sweepers (e.g. Optuna) optimise this
-
+import xai_bench.cli  # patches torchvision on CPU-only machines before anything imports it
 
 if __name__ == "__main__":
-    main()
+    xai_bench.cli.explain()

@@ -177,7 +177,7 @@ def test_shipped_ensemble_configs_compose(compose, tmp_path):
     for name in names:
         cfg = compose("evaluate", [f"ensemble={name}"], tmp_path)
         assert len(cfg.ensemble.members) >= 2 and set(cfg.ensemble.combine) <= {"vote", "mean"}
-        assert all(m.get("pretrained") for m in cfg.ensemble.members)
+        assert all(m.get("pretrained") for m in cfg.ensemble.members.values())
 
 
 def test_torchvision_ensemble_fails_fast_offline(compose, tmp_path, monkeypatch):

@@ -9,6 +9,9 @@ import importlib
 from typing import Any
 
 from xai_bench import _compat  # noqa: F401  (must run before torchvision/timm are imported)
+from xai_bench.config import register as _register_schemas
+
+_register_schemas()  # config-group schemas in Hydra's ConfigStore, before anything composes a config
 
 __version__ = "0.1.0"
 

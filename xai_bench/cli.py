@@ -1,4 +1,5 @@
-"""Console entry points (``xai-train`` …) that behave exactly like the top-level scripts."""
+"""The one entry path: the console scripts (``xai-train`` …) and the top-level scripts (``train.py`` …) both call
+these, so they behave identically and find ``conf/`` wherever the package is installed."""
 
 from __future__ import annotations
 
@@ -23,7 +24,10 @@ def _main(task: str) -> None:
     @hydra.main(version_base="1.3", config_path=_conf_dir(), config_name=task)
     def main(cfg: DictConfig) -> float | None:
         module = __import__(f"xai_bench.tasks.{task}", fromlist=["run"])
-        return module.run(cfg).get("objective")
+        metrics = module.run(cfg)
+        # what sweepers (Optuna) optimise: `optimized_metric` (e.g. from conf/hparams_search), else the task's own
+        value = metrics.get(cfg.get("optimized_metric") or "objective")
+        return float(value) if isinstance(value, (int, float)) else None
 
     sys.argv[0] = task
     main()

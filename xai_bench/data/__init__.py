@@ -22,7 +22,7 @@ from xai_bench.data.synthetic import SHAPES, SyntheticShapes
 from xai_bench.data.transforms import build_augment, eval_transform, load_image
 
 __all__ = ["DataBundle", "synthetic_shapes", "fashion_mnist", "mnist", "cifar10", "digits", "imagefolder", "images",
-           "samples", "make_loader", "prepare_for_model", "load_image", "SAMPLE_PHOTOS"]
+           "samples", "make_loader", "set_eval_transform", "load_image", "SAMPLE_PHOTOS"]
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -44,6 +44,17 @@ class TensorImages(Dataset):
         return {"image": img, "label": int(self.labels[i])}
 
 
+def _check_facts(bundle: DataBundle, num_classes: int | None = None, image_size: int | None = None) -> DataBundle:
+    """Datasets whose class count / image size are fixed still take them as config keys (other groups interpolate
+    ``${dataset.num_classes}``), so a value that disagrees must fail instead of silently doing nothing."""
+    for key, given, actual in (("num_classes", num_classes, bundle.num_classes),
+                               ("image_size", image_size, bundle.image_size)):
+        if given is not None and actual is not None and int(given) != int(actual):
+            raise ValueError(f"dataset.{key}={given} does nothing for {bundle.name!r}, whose {key} is {actual}; "
+                             f"remove the override (resize inside the model, or pick a dataset that takes {key})")
+    return bundle
+
+
 def _with_augment(bundle: DataBundle, augment: dict[str, Any] | None) -> DataBundle:
     transform = build_augment(dict(augment) if augment else None, bundle.image_size)
     if transform is not None and bundle.train is not None:
@@ -53,8 +64,7 @@ def _with_augment(bundle: DataBundle, augment: dict[str, Any] | None) -> DataBun
 
 def synthetic_shapes(n_train: int = 10000, n_val: int = 1000, n_test: int = 1000, image_size: int = 32,
                      num_classes: int = 6, seed: int = 0, clutter: int = 4, noise: float = 0.06,
-                     scale: Sequence[float] = (0.2, 0.38), augment: dict[str, Any] | None = None,
-                     **_: Any) -> DataBundle:
+                     scale: Sequence[float] = (0.2, 0.38), augment: dict[str, Any] | None = None) -> DataBundle:
     """Procedural shapes with masks (see ``data/synthetic.py``); splits use disjoint seeds."""
     kw = dict(image_size=image_size, num_classes=num_classes, clutter=clutter, noise=noise,
               scale=(float(scale[0]), float(scale[1])))
@@ -109,23 +119,28 @@ FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 
 
 def fashion_mnist(root: str = "data", download: bool = False, val_fraction: float = 0.1, seed: int = 0,
-                  augment: dict[str, Any] | None = None, **_: Any) -> DataBundle:
+                  augment: dict[str, Any] | None = None, num_classes: int | None = None,
+                  image_size: int | None = None) -> DataBundle:
     """Fashion-MNIST through torchvision's loader; offline it reads Debian's ``dataset-fashion-mnist`` package."""
     if not download and DEBIAN_FASHION_MNIST.is_dir():
         _stage_debian_fashion_mnist(Path(root))
-    return _mnist_like("fashion_mnist", "FashionMNIST", FASHION_CLASSES, root, download, val_fraction, seed, augment)
+    return _check_facts(_mnist_like("fashion_mnist", "FashionMNIST", FASHION_CLASSES, root, download, val_fraction,
+                                    seed, augment), num_classes, image_size)
 
 
 def mnist(root: str = "data", download: bool = False, val_fraction: float = 0.1, seed: int = 0,
-          augment: dict[str, Any] | None = None, **_: Any) -> DataBundle:
-    return _mnist_like("mnist", "MNIST", [str(i) for i in range(10)], root, download, val_fraction, seed, augment)
+          augment: dict[str, Any] | None = None, num_classes: int | None = None,
+          image_size: int | None = None) -> DataBundle:
+    return _check_facts(_mnist_like("mnist", "MNIST", [str(i) for i in range(10)], root, download, val_fraction,
+                                    seed, augment), num_classes, image_size)
 
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def cifar10(root: str = "data", download: bool = False, val_fraction: float = 0.1, seed: int = 0,
-            augment: dict[str, Any] | None = None, **_: Any) -> DataBundle:
+            augment: dict[str, Any] | None = None, num_classes: int | None = None,
+            image_size: int | None = None) -> DataBundle:
     train_all = _torchvision_split("CIFAR10", root, True, download)
     test = _torchvision_split("CIFAR10", root, False, download)
     to_t = lambda a: torch.as_tensor(a).permute(0, 3, 1, 2).contiguous()
@@ -134,11 +149,11 @@ def cifar10(root: str = "data", download: bool = False, val_fraction: float = 0.
     bundle = DataBundle(name="cifar10", train=train, val=val,
                         test=TensorImages(to_t(test.data), torch.as_tensor(test.targets)), num_classes=10,
                         class_names=list(CIFAR10_CLASSES), channels=3, image_size=32)
-    return _with_augment(bundle, augment)
+    return _with_augment(_check_facts(bundle, num_classes, image_size), augment)
 
 
 def digits(image_size: int = 16, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0,
-           augment: dict[str, Any] | None = None, **_: Any) -> DataBundle:
+           augment: dict[str, Any] | None = None, num_classes: int | None = None) -> DataBundle:
     """scikit-learn's bundled 8×8 digits (1,797 images), upsampled to ``image_size``."""
     import torch.nn.functional as F
     from sklearn.datasets import load_digits
@@ -152,12 +167,12 @@ def digits(image_size: int = 16, val_fraction: float = 0.15, test_fraction: floa
     bundle = DataBundle(name="digits", train=train, val=val if val_fraction else None,
                         test=test if test_fraction else None, num_classes=10,
                         class_names=[str(i) for i in range(10)], channels=1, image_size=image_size)
-    return _with_augment(bundle, augment)
+    return _with_augment(_check_facts(bundle, num_classes), augment)
 
 
 def imagefolder(root: str, image_size: int = 64, channels: int = 3, val_fraction: float = 0.15,
                 test_fraction: float = 0.0, seed: int = 0, augment: dict[str, Any] | None = None,
-                **_: Any) -> DataBundle:
+                num_classes: int | None = None) -> DataBundle:
     """A class-per-folder dataset (``root/<class>/<image>``) split into train/val(/test) by ``seed``."""
     full = FolderDataset(root, image_size, channels)
     fractions = [1 - val_fraction - test_fraction, val_fraction] + ([test_fraction] if test_fraction else [])
@@ -165,12 +180,11 @@ def imagefolder(root: str, image_size: int = 64, channels: int = 3, val_fraction
     bundle = DataBundle(name=f"imagefolder:{Path(root).name}", train=parts[0], val=parts[1] if val_fraction else None,
                         test=parts[2] if test_fraction else None, num_classes=len(full.classes),
                         class_names=full.classes, channels=channels, image_size=image_size)
-    return _with_augment(bundle, augment)
+    return _with_augment(_check_facts(bundle, num_classes), augment)
 
 
 def images(root: str | None = None, paths: Sequence[str] | None = None, labels: str | dict | None = None,
-           num_classes: int = 1000, class_names: Sequence[str] | None = None, channels: int = 3,
-           **_: Any) -> DataBundle:
+           num_classes: int = 1000, class_names: Sequence[str] | None = None, channels: int = 3) -> DataBundle:
     """A folder (``root``) or list (``paths``) of arbitrary photos to classify; not for training.
 
     ``labels``: a JSON/YAML file or a mapping of file name → class id, list of accepted ids (a reference set:
@@ -222,7 +236,7 @@ def _sample_photos() -> dict[str, tuple[Path, list[int]]]:
 SAMPLE_PHOTOS = ("chelsea", "coffee", "rocket", "motorcycle", "cameraman")
 
 
-def samples(names: Sequence[str] | None = None, **_: Any) -> DataBundle:
+def samples(names: Sequence[str] | None = None, num_classes: int = 1000) -> DataBundle:
     """The bundled photos (scikit-image, matplotlib) with ImageNet reference sets: offline demos."""
     photos = _sample_photos()
     names = list(names or SAMPLE_PHOTOS)
@@ -231,24 +245,17 @@ def samples(names: Sequence[str] | None = None, **_: Any) -> DataBundle:
         raise ValueError(f"unknown sample photo(s) {unknown} in dataset.names; available: {sorted(photos)}")
     labels = {n: {"label": photos[n][1][0], "accept": photos[n][1]} for n in names}
     ds = ImageListDataset([photos[n][0] for n in names], 1000, labels, channels=3, names=names)
-    return DataBundle(name="samples", train=None, val=None, test=ds, num_classes=1000,
-                      class_names=imagenet_categories(), channels=3, image_size=None)
+    return _check_facts(DataBundle(name="samples", train=None, val=None, test=ds, num_classes=1000,
+                                   class_names=imagenet_categories(), channels=3, image_size=None), num_classes)
 
 
-def prepare_for_model(bundle: DataBundle, model: Any) -> DataBundle:
-    """Give photo datasets (which keep their own sizes) the model's eval transform; check shapes agree otherwise."""
+def set_eval_transform(bundle: DataBundle, input_size: tuple[int, int, int], resize_size: int | None) -> DataBundle:
+    """Give photo datasets (which keep their own sizes) a model's eval transform: resize, centre-crop to
+    ``input_size`` (C×H×W), to [0, 1] tensors. Fixed-size datasets are left as they are."""
     for split in ("train", "val", "test"):
         ds = getattr(bundle, split)
         if isinstance(ds, ImageListDataset):
-            ds.set_transform(eval_transform(model.input_size, model.resize_size))
-    if bundle.image_size is not None and bundle.channels != model.input_size[0]:
-        raise ValueError(f"dataset {bundle.name!r} has {bundle.channels}-channel images but model {model.name!r} "
-                         f"takes {model.input_size[0]} channels; set model.in_chans={bundle.channels}")
-    if (bundle.image_size is not None and getattr(model, "fixed_input_size", False)
-            and tuple(model.input_size[1:]) != (bundle.image_size, bundle.image_size)):
-        raise ValueError(f"dataset {bundle.name!r} has {bundle.image_size}×{bundle.image_size} images but model "
-                         f"{model.name!r} only takes {model.input_size[1]}×{model.input_size[2]}; set "
-                         f"dataset.image_size={model.input_size[1]}")
+            ds.set_transform(eval_transform(input_size, resize_size))
     return bundle
 
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from xai_bench.config import validate
 from xai_bench.results import RunResults, write_results
 from xai_bench.tracking import Tracker
 from xai_bench.utils import atomic_path, build, resolve_device, seed_everything
@@ -96,7 +97,9 @@ def versions() -> dict[str, str]:
 
 @contextmanager
 def run_context(cfg: DictConfig, task: str) -> Iterator[RunContext]:
-    """Seed, make the output folder, start the tracker; always write ``results.json`` and finish the tracker."""
+    """Check the config, seed, make the output folder, start the tracker; always write ``results.json`` and finish
+    the tracker."""
+    validate(cfg)  # a key no builder takes fails here, before anything is written or started
     seed_everything(int(cfg.seed))
     out = output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from xai_bench.data import DataBundle
 from xai_bench.robustness.ensemble import check_combine, ensemble_accuracy, predict_members
 from xai_bench.robustness.uncertainty import rank_by_certainty, uncertainty_table
 from xai_bench.tasks.common import RunContext
-from xai_bench.tasks.setup import build_model
+from xai_bench.tasks.setup import model_from_node
 
 __all__ = ["run_ensemble"]
 
@@ -102,11 +102,15 @@ def run_ensemble(cfg: DictConfig, ctx: RunContext, data: DataBundle) -> dict[str
 
 
 def _member_nodes(ens: DictConfig) -> list[dict[str, Any]]:
+    """Members as a list of model nodes with a ``label``: ``members`` is either a mapping label → ``conf/model``
+    node (what ``conf/ensemble/*.yaml`` compose from the model group) or a list of nodes (programmatic use)."""
     nodes = ens.get("members")
     if not nodes:
-        raise ValueError("ensemble.members is empty; list model configs, e.g. "
-                         "[{name: efficientnet_lite0, pretrained: true}, {name: efficientnet_lite1, pretrained: true}]")
+        raise ValueError("ensemble.members is empty; compose model configs into it, e.g. in conf/ensemble/<name>.yaml "
+                         "`- /model@members.lite0: efficientnet_lite0`, or give a list of model nodes")
     members = OmegaConf.to_container(nodes, resolve=True)  # interpolations resolve against the whole config
+    if isinstance(members, dict):
+        members = [{**(m if isinstance(m, dict) else {"name": m}), "label": label} for label, m in members.items()]
     assert isinstance(members, list)
     for i, m in enumerate(members):
         if not isinstance(m, dict) or not m.get("name"):
@@ -121,7 +125,7 @@ def _built_members(nodes: list[dict[str, Any]], data: DataBundle,
     for node in nodes:
         node = dict(node)
         label = node.pop("label", None)
-        model = build_model(OmegaConf.create({"model": node}), data).to(device).eval()  # also re-prepares photos
+        model = model_from_node(node, data, path="ensemble.members").to(device).eval()  # also re-prepares photos
         yield str(label or getattr(model, "name", node["name"])), model
         del model  # before the next member is built
 

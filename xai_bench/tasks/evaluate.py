@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import Subset
 
 from xai_bench import viz
@@ -74,14 +74,14 @@ def _topk_rows(preds: Any, class_names: list[str], k: int) -> list[dict[str, Any
 def _evaluate_corruptions(cfg: DictConfig, ctx: RunContext, model: torch.nn.Module, loader: Any,
                           names: list[str]) -> None:
     from xai_bench.robustness.corruptions import build_suite
-    from xai_bench.models import create_model
+    from xai_bench.tasks.setup import model_from_node
     from xai_bench.robustness.corruption_eval import corruption_correctness, corruption_summary, flip_rows, split_label
 
     suite = build_suite(cfg.corruption)
     models = {"model": model}
     if cfg.get("reference_model"):
-        node = OmegaConf.to_container(cfg.reference_model, resolve=True)
-        models["reference"] = create_model(**node).to(ctx.device).eval()  # type: ignore[arg-type]
+        # a conf/model node: `+model@reference_model=efficientnet_lite1` (or an inline {name: …, pretrained: true})
+        models["reference"] = model_from_node(cfg.reference_model, path="reference_model").to(ctx.device).eval()
     with ctx.timer("corruptions"):
         correct, scored = corruption_correctness(models, loader, suite, ctx.device, progress=cfg.progress)
     summary = corruption_summary(correct["model"], correct.get("reference"), scored)

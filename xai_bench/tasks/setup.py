@@ -1,14 +1,22 @@
-"""Building the dataset and the model of a task from its config, with their shared facts reconciled."""
+"""Where a task's dataset and model meet: build both from config and reconcile their shared facts.
+
+The library keeps data and models independent of each other (an import-linter contract); this module is the one
+place that knows both, so a photo dataset gets the model's eval transform here and a channel or size mismatch is
+reported here, naming the config field that fixes it.
+"""
 
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from xai_bench.data import DataBundle, prepare_for_model
+from xai_bench.data import DataBundle, set_eval_transform
 from xai_bench.models import ImageClassifier, create_model
 from xai_bench.utils import build
+
+__all__ = ["build_data", "build_model", "model_from_node", "prepare_for_model"]
 
 
 def build_data(cfg: DictConfig) -> DataBundle:
@@ -19,28 +27,57 @@ def build_data(cfg: DictConfig) -> DataBundle:
 
 
 def build_model(cfg: DictConfig, data: DataBundle | None = None) -> ImageClassifier:
-    """``create_model`` from ``cfg.model``; fields left null (classes, channels, size) come from the dataset."""
-    node = OmegaConf.to_container(cfg.model, resolve=True)
-    assert isinstance(node, dict)
-    node.pop("_target_", None)
-    node.pop("arch", None)  # folded into name (timm/<arch>, torchvision/<arch>)
-    if data is not None and node.get("name") != "checkpoint":
+    """The task's model (``cfg.model``); fields left null (classes, channels, size) come from the dataset."""
+    return model_from_node(cfg.model, data, warn_random=cfg.get("task_name") != "train")
+
+
+def model_from_node(node: Any, data: DataBundle | None = None, *, warn_random: bool = True,
+                    path: str = "model") -> ImageClassifier:
+    """A model from any ``conf/model`` node (the task's, an ensemble member, a reference model).
+
+    Args:
+        node: a ``conf/model`` node (DictConfig or dict): ``create_model`` arguments plus ``_target_``/``arch``.
+        data: the dataset; its class count, channels and image size fill fields left null, and photo datasets get
+            the model's eval transform.
+        warn_random: warn when the model has random weights (meaningless outside training).
+        path: the node's config path, for error messages.
+    """
+    opts = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    assert isinstance(opts, dict)
+    opts.pop("_target_", None)
+    opts.pop("arch", None)  # folded into name (timm/<arch>, torchvision/<arch>)
+    if data is not None and opts.get("name") != "checkpoint":
         fill = [("in_chans", data.channels), ("input_size", data.image_size)]
-        if not node.get("pretrained"):
+        if not opts.get("pretrained"):
             fill.append(("num_classes", data.num_classes))
         for key, value in fill:
-            if node.get(key) is None and value is not None:
-                node[key] = value
-        if node.get("class_names") is None and node.get("num_classes") == data.num_classes:
-            node["class_names"] = data.class_names
-    if cfg.get("task_name") != "train" and node.get("name") != "checkpoint" and not node.get("pretrained"):
-        warnings.warn(f"model {node.get('name')!r} has random weights (not pretrained, not a checkpoint): its "
-                      "predictions and explanations are meaningless; use model=checkpoint model.path=<run>/best",
-                      stacklevel=2)
-    model = create_model(**node)
+            if opts.get(key) is None and value is not None:
+                opts[key] = value
+        if opts.get("class_names") is None and opts.get("num_classes") == data.num_classes:
+            opts["class_names"] = data.class_names
+    opts = {k: v for k, v in opts.items() if v is not None}  # schema fields left null: the builder's defaults
+    if warn_random and opts.get("name") != "checkpoint" and not opts.get("pretrained"):
+        warnings.warn(f"{path}: model {opts.get('name')!r} has random weights (not pretrained, not a checkpoint): "
+                      "its predictions and explanations are meaningless; use model=checkpoint "
+                      "model.path=<run>/best", stacklevel=2)
+    model = create_model(**opts)
     if data is not None:
         if data.num_classes != model.num_classes:
-            raise ValueError(f"dataset {data.name!r} has {data.num_classes} classes but model {model.name!r} outputs "
-                             f"{model.num_classes}; set model.num_classes or pick a matching dataset")
+            raise ValueError(f"dataset {data.name!r} has {data.num_classes} classes but {path} {model.name!r} "
+                             f"outputs {model.num_classes}; set {path}.num_classes or pick a matching dataset")
         prepare_for_model(data, model)
     return model
+
+
+def prepare_for_model(bundle: DataBundle, model: ImageClassifier) -> DataBundle:
+    """Give photo datasets (which keep their own sizes) the model's eval transform; check shapes agree otherwise."""
+    set_eval_transform(bundle, model.input_size, model.resize_size)
+    if bundle.image_size is not None and bundle.channels != model.input_size[0]:
+        raise ValueError(f"dataset {bundle.name!r} has {bundle.channels}-channel images but model {model.name!r} "
+                         f"takes {model.input_size[0]} channels; set model.in_chans={bundle.channels}")
+    if (bundle.image_size is not None and getattr(model, "fixed_input_size", False)
+            and tuple(model.input_size[1:]) != (bundle.image_size, bundle.image_size)):
+        raise ValueError(f"dataset {bundle.name!r} has {bundle.image_size}×{bundle.image_size} images but model "
+                         f"{model.name!r} only takes {model.input_size[1]}×{model.input_size[2]}; set "
+                         f"dataset.image_size={model.input_size[1]}")
+    return bundle

@@ -31,6 +31,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             ctx.metrics.update(fit(model, data, trainer=cfg.trainer, optim=cfg.optim, scheduler=cfg.get("scheduler"),
                                    out_dir=ctx.out_dir, device=ctx.device, seed=int(cfg.seed),
                                    tracker=ctx.tracker))
+        # the validation score model selection used: what a sweep should optimise (never the test split)
+        ctx.metrics["objective"] = ctx.metrics.get(f"best/{cfg.trainer.early_stopping.monitor}")
         best = load_checkpoint(ctx.out_dir / "best").to(ctx.device)
         split = "test" if data.test is not None else "val"
         loader = make_loader(data.split(split), cfg.trainer.eval_batch_size, num_workers=cfg.trainer.num_workers)
