@@ -44,6 +44,20 @@ def compose():
     return compose_cfg
 
 
+def attribution_node(name_or_path: str | Path):
+    """``conf/attribution/<name>.yaml`` composed as Hydra composes it (schema defaults filled in), as a plain node."""
+    from omegaconf import OmegaConf
+
+    name = Path(str(name_or_path)).stem
+    cfg = compose_cfg("explain", [f"attribution=[{name}]"], ".")
+    return OmegaConf.create(OmegaConf.to_container(cfg.attribution[name], resolve=True))
+
+
+@pytest.fixture(name="attribution_node")
+def _attribution_node():
+    return attribution_node
+
+
 # Overrides that make train.py take seconds: tiny synthetic data, one or two epochs, no tracker.
 TINY_TRAIN = ["dataset.n_train=192", "dataset.n_val=64", "dataset.n_test=64", "dataset.image_size=32",
               "trainer.batch_size=32", "trainer.eval_batch_size=64", "trainer.progress=false", "logger=none"]

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 import xai_bench  # noqa: F401  (before torchvision)
+from conftest import attribution_node
 from xai_bench.attribution.baselines import make_baseline
 from xai_bench.attribution.runner import build_attribution, expand_targets, reduce_channels, to_display
 from xai_bench.attribution.superpixels import superpixel_masks
@@ -25,7 +26,7 @@ CHEAP_WRAPPER = {"nt_samples": 3, "nt_samples_batch_size": 3}
 
 
 def load(path: Path, **top) -> OmegaConf:
-    cfg = OmegaConf.load(path)
+    cfg = attribution_node(path)
     for key, value in CHEAP_KWARGS.items():
         if cfg.get("kwargs") and key in cfg.kwargs:
             cfg.kwargs[key] = min(cfg.kwargs[key], value)
@@ -50,9 +51,10 @@ def images(n: int = 2, size: int = 32) -> torch.Tensor:
 
 def run(cfg, model, x, target, seed: int = 0) -> torch.Tensor:
     seed_everything(seed)  # GradientSHAP also draws from NumPy's global RNG
+    model.train()
     explainer = build_attribution(cfg, model)
-    assert not model.training
-    model.train()  # attribute() must evaluate in eval mode and then restore the caller's mode
+    assert model.training  # building leaves the caller's mode alone (it used to switch the model to eval for good)
+    # attribute() must evaluate in eval mode and then restore the caller's mode
     return explainer.attribute(x, target)
 
 
@@ -80,7 +82,7 @@ def test_there_is_a_config_per_method():
                 "saliency_forgrad"}
     assert expected <= names
     for p in YAMLS:
-        cfg = OmegaConf.load(p)
+        cfg = attribution_node(p)
         assert cfg.name == p.stem and cfg.method._partial_ is True
 
 
@@ -111,7 +113,7 @@ def test_config_contract_resnet18(path):
 def test_integrated_gradients_completeness(baseline):
     model = tiny_cnn()
     x, t = images(), torch.tensor([2, 1])  # classes with |f(x) − f(0)| ≫ 0 for this seed
-    cfg = OmegaConf.merge(OmegaConf.load(CONF_DIR / "integrated_gradients.yaml"),
+    cfg = OmegaConf.merge(attribution_node(CONF_DIR / "integrated_gradients.yaml"),
                           {"baseline": baseline, "baseline_value": 0.5, "baseline_sigma": 3.0,
                            "kwargs": {"n_steps": 256, "internal_batch_size": 512}})
     maps = build_attribution(cfg, model).attribute(x, t)
@@ -125,7 +127,7 @@ def test_integrated_gradients_completeness(baseline):
 def test_saliency_of_linear_model_is_its_weights():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))  # a plain nn.Module works too
-    cfg = OmegaConf.merge(OmegaConf.load(CONF_DIR / "saliency.yaml"),
+    cfg = OmegaConf.merge(attribution_node(CONF_DIR / "saliency.yaml"),
                           {"kwargs": {"abs": False}, "channel_reduction": None})
     x, t = images(3, 8), torch.tensor([0, 3, 1])
     maps = build_attribution(cfg, model).attribute(x, t)
@@ -150,7 +152,7 @@ def test_deeplift_on_reused_inplace_relu_sums_to_delta():
     torch.manual_seed(0)
     model = ImageClassifier(Block(), num_classes=3, input_size=(3, 16, 16))
     x, t = images(2, 16), torch.tensor([0, 2])
-    maps = build_attribution(OmegaConf.load(CONF_DIR / "deeplift.yaml"), model).attribute(x, t)
+    maps = build_attribution(attribution_node(CONF_DIR / "deeplift.yaml"), model).attribute(x, t)
     with torch.no_grad():
         delta = model(x).gather(1, t[:, None])[:, 0] - model(torch.zeros_like(x)).gather(1, t[:, None])[:, 0]
     assert torch.allclose(maps.flatten(1).sum(1), delta, rtol=1e-3, atol=1e-5)
@@ -159,7 +161,7 @@ def test_deeplift_on_reused_inplace_relu_sums_to_delta():
 
 def test_several_targets_per_image():
     model, x = tiny_cnn(), images()
-    cfg = OmegaConf.load(CONF_DIR / "saliency.yaml")
+    cfg = attribution_node(CONF_DIR / "saliency.yaml")
     explainer = build_attribution(cfg, model)
     targets = torch.tensor([[0, 1], [2, 0]])
     maps = explainer.attribute(x, targets)
@@ -172,7 +174,7 @@ def test_several_targets_per_image():
 
 def test_target_none_explains_the_prediction():
     model, x = tiny_cnn(), images()
-    explainer = build_attribution(OmegaConf.load(CONF_DIR / "saliency.yaml"), model)
+    explainer = build_attribution(attribution_node(CONF_DIR / "saliency.yaml"), model)
     with torch.no_grad():
         pred = model(x).argmax(1)
     assert torch.equal(explainer.attribute(x, None), explainer.attribute(x, pred))
@@ -187,7 +189,7 @@ def test_batching_does_not_change_results():
 
 
 def test_bad_target_names_num_classes():
-    explainer = build_attribution(OmegaConf.load(CONF_DIR / "saliency.yaml"), tiny_cnn())
+    explainer = build_attribution(attribution_node(CONF_DIR / "saliency.yaml"), tiny_cnn())
     with pytest.raises(ValueError, match=r"target id 5.*num_classes=3"):
         explainer.attribute(images(), torch.tensor([0, 5]))
     with pytest.raises(ValueError, match="num_classes"):
@@ -195,7 +197,7 @@ def test_bad_target_names_num_classes():
 
 
 def test_unknown_layer_lists_valid_names():
-    cfg = OmegaConf.merge(OmegaConf.load(CONF_DIR / "gradcam.yaml"), {"layer": "net.9"})
+    cfg = OmegaConf.merge(attribution_node(CONF_DIR / "gradcam.yaml"), {"layer": "net.9"})
     with pytest.raises(KeyError, match=r"net\.3"):
         build_attribution(cfg, tiny_cnn())
 
@@ -204,17 +206,17 @@ def test_layer_method_without_default_layer():
     model = tiny_cnn()
     model.default_layer = None
     with pytest.raises(ValueError, match="default_layer"):
-        build_attribution(OmegaConf.load(CONF_DIR / "gradcam.yaml"), model)
+        build_attribution(attribution_node(CONF_DIR / "gradcam.yaml"), model)
 
 
 def test_bad_config_keys_are_errors():
-    cfg = OmegaConf.load(CONF_DIR / "saliency.yaml")
+    cfg = attribution_node(CONF_DIR / "saliency.yaml")
     with pytest.raises(ValueError, match="unknown attribution config key"):
         build_attribution(OmegaConf.merge(cfg, {"n_stepz": 3}), tiny_cnn())
     with pytest.raises(ValueError, match="baselines"):
         build_attribution(OmegaConf.merge(cfg, {"baseline": "zeros"}), tiny_cnn())
     with pytest.raises(ValueError, match="baseline kind 'grey'"):
-        build_attribution(OmegaConf.merge(OmegaConf.load(CONF_DIR / "integrated_gradients.yaml"),
+        build_attribution(OmegaConf.merge(attribution_node(CONF_DIR / "integrated_gradients.yaml"),
                                           {"baseline": "grey"}), tiny_cnn())
     with pytest.raises(ValueError, match="_partial_"):
         build_attribution(OmegaConf.merge(cfg, {"method": {"_partial_": False}}), tiny_cnn())

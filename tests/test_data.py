@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from xai_bench.tasks.setup import prepare_for_model
 from xai_bench import data
 from xai_bench.data.synthetic import make_shapes
 
@@ -141,7 +142,7 @@ def test_images_with_reference_sets_and_odd_formats(tmp_path, tiny_classifier):
     Image.fromarray(np.full((10, 12), 7, np.uint8), mode="L").save(folder / "gray.png")
     (folder / "labels.json").write_text(json.dumps({"rgb.jpg": [0, 2], "gray": 1}))
     b = data.images(root=str(folder), labels=str(folder / "labels.json"), num_classes=3)
-    data.prepare_for_model(b, tiny_classifier)
+    prepare_for_model(b, tiny_classifier)
     items = {it["name"]: it for it in (b.test[i] for i in range(len(b.test)))}
     assert set(items) == {"rgb.jpg", "rgba.png", "deep16.png", "gray.png"}
     for it in items.values():
@@ -155,7 +156,7 @@ def test_undecodable_image_names_the_file(tmp_path, tiny_classifier):
     folder = tmp_path / "bad"
     folder.mkdir()
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 this is not really a jpeg")
-    b = data.prepare_for_model(data.images(root=str(folder), num_classes=3), tiny_classifier)
+    b = prepare_for_model(data.images(root=str(folder), num_classes=3), tiny_classifier)
     with pytest.raises(ValueError, match="broken.jpg"):
         b.test[0]
 

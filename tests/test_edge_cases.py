@@ -8,6 +8,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
+from xai_bench.tasks.setup import prepare_for_model
 from xai_bench import data
 from xai_bench.robustness.corruption_eval import corruption_summary, flip_rows
 from xai_bench.tasks import explain, train
@@ -56,10 +57,10 @@ def test_failing_tracker_still_writes_results(compose, tmp_path, monkeypatch):
 
 
 def test_default_explain_set_on_small_images(compose, tmp_path):
-    """The default set's 56-px occlusion window is clamped to a 32-px image instead of failing."""
+    """The default set runs on 32-px images (occlusion's window is sized to the image: 8 px, not 56)."""
     cfg = compose("explain", ["dataset=synthetic_shapes", "dataset.n_train=0", "dataset.n_val=0", "dataset.n_test=2",
                               "dataset.image_size=32", "model=small_cnn", "logger=none", "progress=false",
-                              "methods.integrated_gradients.kwargs.n_steps=4"], tmp_path)
+                              "attribution.integrated_gradients.kwargs.n_steps=4"], tmp_path)
     with pytest.warns(UserWarning, match="random weights"):
         metrics = explain.run(cfg)
     assert "occlusion" in metrics["methods"]
@@ -122,4 +123,4 @@ def test_splits_can_be_switched_off(tmp_path):
 def test_image_size_mismatch_with_a_fixed_size_model(tmp_path, tiny_classifier):
     b = data.synthetic_shapes(n_train=0, n_val=0, n_test=2, image_size=48)
     with pytest.raises(ValueError, match="dataset.image_size=32"):
-        data.prepare_for_model(b, tiny_classifier)
+        prepare_for_model(b, tiny_classifier)

@@ -13,17 +13,17 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import xai_bench  # noqa: F401  (before torchvision)
+from conftest import attribution_node
 from xai_bench.tasks import explain
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "attribution"
 # 4 random-weight small_cnn predictions on 32×32 shapes; the default method set with its expensive kwargs lowered.
-TINY = ["dataset=synthetic_shapes", "dataset.n_train=0", "dataset.n_val=0", "dataset.n_test=4",
-        "dataset.image_size=32", "model=small_cnn", "logger=none", "progress=false",
-        "methods.integrated_gradients.kwargs.n_steps=4", "methods.occlusion.window=8", "methods.occlusion.stride=8"]
+DATA = ["dataset=synthetic_shapes", "dataset.n_train=0", "dataset.n_val=0", "dataset.n_test=4",
+        "dataset.image_size=32", "model=small_cnn", "logger=none", "progress=false"]
+TINY = [*DATA, "attribution.integrated_gradients.kwargs.n_steps=4", "attribution.occlusion.window=8",
+        "attribution.occlusion.stride=8"]
 # One cheap method instead of the set.
-ONE = [*TINY, "attribution=saliency"]
-# Empties the default set (saliency first); methods are then added with +attribution@methods.<key>=<file>.
-NO_SET = ["~methods.saliency", "~methods.integrated_gradients", "~methods.gradcam", "~methods.occlusion"]
+ONE = [*DATA, "attribution=saliency"]
 
 
 def _run(compose, tmp_path, overrides, name="run"):
@@ -73,7 +73,7 @@ def test_default_set_writes_grid_maps_and_results(compose, tmp_path):
 
 
 def test_several_targets_per_image_give_one_map_per_image_and_class(compose, tmp_path):
-    metrics, out = _run(compose, tmp_path, [*TINY, "attribution=gradcam", "target=[0,3]"])
+    metrics, out = _run(compose, tmp_path, [*DATA, "attribution=gradcam", "target=[0,3]"])
     maps = load_file(str(out / "maps.safetensors"))
     assert metrics["n_maps"] == 8 and maps["gradcam"].shape == (8, 1, 32, 32)
     assert maps["targets"].tolist() == [0, 3] * 4 and maps["image_index"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
@@ -112,13 +112,12 @@ def test_target_errors(compose, tmp_path):
 
 def test_unknown_layer_lists_valid_names(compose, tmp_path):
     with pytest.raises(KeyError, match=r"net\.nope.*net\.features"):
-        _run(compose, tmp_path, [*TINY, "attribution=gradcam", "attribution.layer=net.nope"])
+        _run(compose, tmp_path, [*DATA, "attribution=gradcam", "attribution.gradcam.layer=net.nope"])
 
 
 def test_unsupported_method_fails_or_is_skipped(compose, tmp_path):
     # timm's test_efficientnet uses SiLU, for which guided backprop has no rule.
-    over = [*TINY, *NO_SET[1:], "model=timm", "model.arch=test_efficientnet",
-            "+attribution@methods.guided_backprop=guided_backprop"]
+    over = [*DATA, "model=timm", "model.arch=test_efficientnet", "attribution=[saliency,guided_backprop]"]
     with pytest.raises(ValueError, match="SiLU"):
         _run(compose, tmp_path, over, "fail")
     metrics, out = _run(compose, tmp_path, [*over, "skip_unsupported=true"], "skip")
@@ -131,12 +130,12 @@ def test_unsupported_method_fails_or_is_skipped(compose, tmp_path):
 def test_maps_are_deterministic_and_independent_of_the_method_set(compose, tmp_path):
     # SmoothGrad and GradientSHAP draw noise from the global RNG; each method is reseeded, so GradientSHAP after
     # SmoothGrad equals GradientSHAP alone.
-    smooth = ["+attribution@methods.smoothgrad=smoothgrad", "methods.smoothgrad.wrapper.nt_samples=2"]
-    shap = ["+attribution@methods.gradient_shap=gradient_shap", "methods.gradient_shap.kwargs.n_samples=4",
-            "methods.gradient_shap.baseline_samples=4"]
-    _, a = _run(compose, tmp_path, [*TINY, *NO_SET, *smooth, *shap], "a")
-    _, b = _run(compose, tmp_path, [*TINY, *NO_SET, *smooth, *shap], "b")
-    _, c = _run(compose, tmp_path, [*TINY, *NO_SET, *shap], "c")
+    smooth = ["attribution.smoothgrad.wrapper.nt_samples=2"]
+    shap = ["attribution.gradient_shap.kwargs.n_samples=4", "attribution.gradient_shap.baseline_samples=4"]
+    both = [*DATA, "attribution=[smoothgrad,gradient_shap]", *smooth, *shap]
+    _, a = _run(compose, tmp_path, both, "a")
+    _, b = _run(compose, tmp_path, both, "b")
+    _, c = _run(compose, tmp_path, [*DATA, "attribution=[gradient_shap]", *shap], "c")
     ma, mb, mc = (load_file(str(p / "maps.safetensors")) for p in (a, b, c))
     assert set(ma) == set(mb) and all(torch.equal(ma[k], mb[k]) for k in ma)
     assert torch.equal(ma["gradient_shap"], mc["gradient_shap"])
@@ -155,10 +154,9 @@ def test_figure_kinds_and_per_map_figures(compose, tmp_path):
 
 
 def test_signed_defaults():
-    from omegaconf import OmegaConf
 
     def signed(name, override=None):
-        return explain.is_signed(OmegaConf.load(CONF_DIR / f"{name}.yaml"), override, name)
+        return explain.is_signed(attribution_node(name), override, name)
 
     assert [signed(n) for n in ("integrated_gradients", "deeplift", "gradient_shap", "input_x_gradient",
                                 "occlusion", "lime", "kernel_shap")] == [True] * 7

@@ -49,7 +49,8 @@ def test_unknown_layer_lists_valid_names(tiny_classifier):
 
 
 def test_efficientnet_lite_offline_pretrained_on_real_photo():
-    from xai_bench.data import prepare_for_model, samples
+    from xai_bench.data import samples
+    from xai_bench.tasks.setup import prepare_for_model
 
     m = create_model("efficientnet_lite0", pretrained=True).eval()
     data = prepare_for_model(samples(names=["chelsea", "coffee"]), m)

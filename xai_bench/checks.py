@@ -69,12 +69,12 @@ def as_class_indices(value: Any, n: int, device: torch.device | str | None = Non
     if t.numel() == 1:
         t = t.reshape(()).expand(n)
     if t.shape != (n,):
-        what = f"{t.numel()} entries" if t.ndim == 1 else f"shape {tuple(t.shape)}"
-        raise ValueError(f"{name} has {what} but there are {n} examples; pass one int for all or one index per "
-                         f"example")
+        raise ValueError(f"{name} has {t.numel()} entries (shape {tuple(t.shape)}) but there are {n} examples; pass "
+                         f"one int for all or one index per example")
     if num_classes is not None and t.numel() and (int(t.min()) < 0 or int(t.max()) >= num_classes):
-        raise ValueError(f"{name} must lie in [0, {num_classes - 1}] for a model with {num_classes} classes, "
-                         f"got range [{int(t.min())}, {int(t.max())}]")
+        bad = int(t[(t < 0) | (t >= num_classes)][0])
+        raise ValueError(f"{name} id {bad} is out of range for a model with num_classes={num_classes}: {name} must "
+                         f"lie in [0, {num_classes - 1}], got range [{int(t.min())}, {int(t.max())}]")
     return t.long()
 
 
