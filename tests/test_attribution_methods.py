@@ -156,7 +156,7 @@ def test_rise_deterministic_finite_and_targets():
     assert torch.allclose(a, rise.attribute(x, target=pred.tolist(), n_masks=64, seed=1, batch_size=20), atol=1e-6)
     with pytest.raises(ValueError, match="p "):
         rise.attribute(x, p=0.0)
-    with pytest.raises(ValueError, match="Tensor\\[N, C, H, W\\]"):
+    with pytest.raises(ValueError, match="N×C×H×W"):
         rise.attribute(x[0])
 
 

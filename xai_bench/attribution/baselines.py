@@ -14,6 +14,7 @@ import math
 import torch
 from torch import Tensor
 
+from xai_bench.checks import check_images
 from xai_bench.ops import gaussian_filter
 from xai_bench.registry import unknown_name_message
 
@@ -45,8 +46,7 @@ def make_baseline(
     Returns:
         N×C×H×W tensor.
     """
-    if images.dim() != 4:
-        raise ValueError(f"images must be N×C×H×W, got shape {tuple(images.shape)}")
+    check_images(images, check_range=False)
     if kind == "zeros":
         return torch.zeros_like(images)
     if kind == "constant":

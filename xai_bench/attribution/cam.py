@@ -14,15 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xai_bench.batching import AdaptiveBatcher, default_batch_size
-from xai_bench.checks import target_indices
+from xai_bench.checks import check_images, target_indices
 
 __all__ = ["EigenCAM", "GradCAMPlusPlus", "ScoreCAM"]
-
-
-def _check_inputs(inputs: Tensor) -> None:
-    if not isinstance(inputs, Tensor) or inputs.dim() != 4:
-        raise ValueError(f"inputs must be a Tensor[N, C, H, W], got "
-                         f"{tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__}")
 
 
 def _layer_output(out: object, layer: nn.Module) -> Tensor:
@@ -109,7 +103,7 @@ class ScoreCAM(_LayerCAM):
         Returns:
             Tensor[N, 1, h, w] at the layer's resolution.
         """
-        _check_inputs(inputs)
+        check_images(inputs, "inputs", check_range=False)
         inputs = inputs.detach()
         n, _, h, w = inputs.shape
         if batch_size is None:
@@ -179,7 +173,7 @@ class EigenCAM(_LayerCAM):
             Tensor[N, 1, h, w] at the layer's resolution.
         """
         del target
-        _check_inputs(inputs)
+        check_images(inputs, "inputs", check_range=False)
         batcher = AdaptiveBatcher(batch_size or inputs.shape[0], device=inputs.device)
         with torch.no_grad():
             acts = batcher(lambda x: self._forward_with_activations(x)[1], inputs.detach())
@@ -237,7 +231,7 @@ class GradCAMPlusPlus(_LayerCAM):
         Returns:
             Tensor[N, 1, h, w] at the layer's resolution.
         """
-        _check_inputs(inputs)
+        check_images(inputs, "inputs", check_range=False)
         inputs = inputs.detach()
         targets = target_indices(self.forward_func, inputs, target) if target is not None else None
         batcher = AdaptiveBatcher(batch_size or inputs.shape[0], device=inputs.device)

@@ -11,7 +11,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from xai_bench.batching import AdaptiveBatcher, default_batch_size
-from xai_bench.checks import target_indices
+from xai_bench.checks import check_images, target_indices
 
 __all__ = ["RISE", "generate_rise_masks"]
 
@@ -105,9 +105,7 @@ class RISE:
         Returns:
             Tensor[N, 1, H, W] saliency on the input's device.
         """
-        if not isinstance(inputs, Tensor) or inputs.dim() != 4:
-            raise ValueError(f"inputs must be a Tensor[N, C, H, W], got "
-                             f"{tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__}")
+        check_images(inputs, "inputs", check_range=False)
         if int(n_masks) < 1:
             raise ValueError(f"n_masks must be >= 1, got {n_masks}")
         if int(grid_size) < 1:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from xai_bench.checks import check_images
 from xai_bench.registry import unknown_name_message
 
 ALGORITHMS = ("slic", "quickshift", "grid")
@@ -33,8 +34,7 @@ def superpixel_masks(images: Tensor, algorithm: str = "slic", **params: Any) -> 
     Returns:
         LongTensor N×1×H×W on the images' device; broadcasts over channels for Captum's ``feature_mask``.
     """
-    if images.dim() != 4:
-        raise ValueError(f"images must be N×C×H×W, got shape {tuple(images.shape)}")
+    check_images(images, check_range=False)
     if algorithm == "grid":
         return grid_masks(images, **params)
     if algorithm not in ALGORITHMS:

@@ -20,7 +20,7 @@ Outputs in the run folder:
 from __future__ import annotations
 
 import json
-import re
+
 from collections.abc import Sequence
 from pathlib import Path
 import logging
@@ -33,7 +33,7 @@ from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
 from xai_bench import viz
-from xai_bench.checks import accept_matrix
+from xai_bench.checks import accept_matrix, safe_name
 from xai_bench.data import make_loader
 from xai_bench.robustness.attacks import Attack, build_attack, parse_eps
 from xai_bench.robustness.sweeps import SweepAccumulator, eps_label
@@ -288,11 +288,11 @@ def _write_pngs(folder: Path, ex: dict[str, Any], e: int, eps: list[float], norm
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
-    tag = re.sub(r"[^0-9A-Za-z.]+", "-", eps_label(eps[e], norm))
+    tag = safe_name(eps_label(eps[e], norm), "-")
     to_u8 = lambda t: t.mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).squeeze(-1).numpy()
     written = []
     for i, name in enumerate(ex["names"]):
-        stem = f"{i:03d}_{re.sub(r'[^0-9A-Za-z_.-]+', '-', name)}"
+        stem = f"{i:03d}_{safe_name(name, '-')}"
         for suffix, img in (("clean", ex["images"][i]), (f"eps{tag}", ex["adv"][e, i])):
             path = folder / f"{stem}_{suffix}.png"
             with atomic_path(path) as tmp:
