@@ -14,8 +14,8 @@ TASKS = sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
 GROUP_FILES = sorted((p.parent.name, p.stem) for p in CONF_DIR.glob("*/*.yaml") if p.parent.name != "hydra")
 TASK_OF_GROUP = {"dataset": "train", "model": "train", "trainer": "train", "optim": "train", "scheduler": "train",
                  "logger": "train", "paths": "train", "debug": "train", "experiment": "train",
-                 "corruption": "evaluate", "attribution": "explain", "attack": "attack", "ensemble": "evaluate",
-                 "metric": "explain", "explain": "explain"}
+                 "hparams_search": "train", "corruption": "evaluate", "attribution": "explain", "attack": "attack",
+                 "ensemble": "evaluate", "metric": "explain", "explain": "explain"}
 NEEDS_VALUE = {("dataset", "imagefolder"): ["dataset.root=/nonexistent"], ("dataset", "images"): ["dataset.root=/x"],
                ("model", "checkpoint"): ["model.path=/x"]}
 
@@ -28,7 +28,11 @@ def test_task_configs_compose(task, compose, tmp_path):
 
 @pytest.mark.parametrize("group,name", GROUP_FILES)
 def test_every_group_file_composes(group, name, compose, tmp_path):
-    task = TASK_OF_GROUP.get(group, "train")
+    from xai_bench.config import validate
+
+    if group == "hparams_search":  # its sweeper is a plugin of the optional `sweeps` extra; nothing else skips
+        pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the `sweeps` extra is not installed")
+    task = name if group == "task" else TASK_OF_GROUP.get(group, "train")
     if not (CONF_DIR / f"{task}.yaml").exists():
         pytest.skip(f"task config {task}.yaml not present")
     overrides = NEEDS_VALUE.get((group, name), [])
@@ -37,6 +41,17 @@ def test_every_group_file_composes(group, name, compose, tmp_path):
     # Everything except hydra-runtime values resolves.
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert resolved["paths"]["output_dir"] == str(tmp_path)
+    validate(cfg)  # and passes the start-up check: every key known to its schema or its builder
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF_DIR / "debug").glob("*.yaml")))
+def test_every_task_composes_with_every_debug_preset(task, preset, compose, tmp_path):
+    from xai_bench.config import validate
+
+    cfg = compose(task, [f"debug={preset}"], tmp_path)
+    assert cfg.task_name == task
+    validate(cfg)
 
 
 @pytest.mark.parametrize("name", ["adamw", "sgd"])

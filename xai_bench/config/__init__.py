@@ -2,30 +2,31 @@
 
 * :mod:`.schemas` — dataclasses for the groups whose files share a shape, stored in Hydra's ConfigStore as
   ``schema/<group>`` (``import xai_bench`` registers them, before any composition).
-* :func:`validate` — run by every task before any data or model is built: each ``_target_`` node of a group without
-  a dataclass schema (``dataset``, ``optim``, ``scheduler``, ``logger``) is checked against its callable's
-  signature; a key the builder does not take fails, naming the config path, the key and the valid keys.
+* :func:`validate` — run by every task before any data or model is built: schema nodes against their dataclass
+  (keys Hydra let through with ``+key=…``), and every ``_target_`` node (``dataset``, ``optim``, ``scheduler``,
+  ``logger``, attribution methods, attacks, corruptions) against its callable's signature; an attribution method's
+  ``kwargs`` against its ``attribute()``; model options the named model would not use. One
+  :class:`ConfigKeyError` names each bad key's config path, its close matches and the valid keys.
+* :func:`load_node` — one group file merged onto its schema, outside a task (tests, notebooks).
+* :data:`ATTRIBUTION_KEYS` — the keys of an attribution node (the runner's ``CONFIG_KEYS``).
 """
 
 from __future__ import annotations
 
-import difflib
-import inspect
-from collections.abc import Iterable, Mapping
 from dataclasses import fields
-from typing import Any
+from pathlib import Path
 
-from xai_bench.config.schemas import SCHEMAS, register
+from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["SCHEMAS", "ConfigKeyError", "check_keys", "register", "valid_keys", "validate"]
+from xai_bench.config.schemas import SCHEMAS, AttributionSchema, register
+from xai_bench.config.validate import ConfigKeyError, check_keys, check_target, unknown_key_message, validate
 
-_HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
-# Where a task config keeps `_target_` nodes whose schema is their callable's signature.
-_TARGET_NODES = ("dataset", "optim", "scheduler.scheduler", "logger")
+__all__ = ["ATTRIBUTION_KEYS", "SCHEMAS", "ConfigKeyError", "check_keys", "check_target", "load_node", "register",
+           "unknown_key_message", "valid_keys", "validate"]
 
+ATTRIBUTION_KEYS: tuple[str, ...] = tuple(f.name for f in fields(AttributionSchema))
 
-class ConfigKeyError(ValueError):
-    """A config key that no schema or builder knows."""
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def valid_keys(group: str) -> list[str]:
@@ -33,47 +34,25 @@ def valid_keys(group: str) -> list[str]:
     return [f.name for f in fields(SCHEMAS[group])]
 
 
-def check_keys(path: str, keys: Iterable[str], valid: Iterable[str], what: str = "") -> None:
-    """Raise :class:`ConfigKeyError` for the first key of ``keys`` not in ``valid``, with close matches."""
-    valid = sorted(valid)
-    unknown = [k for k in keys if k not in valid and k not in _HYDRA_KEYS]
-    if unknown:
-        key = unknown[0]
-        close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ConfigKeyError(f"{path}.{key}: unknown key{f' for {what}' if what else ''}.{hint} Valid keys: "
-                             f"{', '.join(valid)}.")
+def load_node(group: str, name: str, conf_dir: str | Path | None = None) -> DictConfig:
+    """``conf/<group>/<name>.yaml`` merged onto its schema, as a task would see it, without composing a task.
 
-
-def _signature_keys(target: str) -> list[str] | None:
-    """Keyword parameters of ``target``; ``None`` when it takes ``**kwargs`` (nothing to check) or cannot load."""
-    from hydra.utils import get_object
-
-    fn = get_object(target)
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return None
-    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-
-
-def validate(cfg: Mapping[str, Any]) -> None:
-    """Check every ``_target_`` node of a composed task config against its builder's signature.
-
-    Fails with :class:`ConfigKeyError` (naming the config path, the key and the valid keys) before any data or model
-    is built. Nodes with a dataclass schema were already checked by Hydra at composition.
+    ``load_node("attribution", "occlusion")`` has every attribution key, the schema's defaults where the file says
+    nothing. Files of groups without a dataclass schema (``dataset``, ``optim``, ``logger``) come back as written.
+    Only a ``/schema/<group>@_here_`` + ``_self_`` defaults list is understood; compose anything else (an ensemble
+    drawing its members from conf/model) within its task.
     """
-    from omegaconf import OmegaConf
-
-    for path in _TARGET_NODES:
-        node = OmegaConf.select(cfg, path) if OmegaConf.is_config(cfg) else None
-        if node is None or not OmegaConf.is_dict(node) or "_target_" not in node:
+    path = Path(conf_dir or CONF_DIR) / group / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise FileNotFoundError(unknown_key_message(group, name, known, f"files in {path.parent}"))
+    node = OmegaConf.load(path)
+    schema = None
+    for entry in node.pop("defaults", []):
+        if entry == "_self_":
             continue
-        target = str(node["_target_"])
-        keys = _signature_keys(target)
-        if keys is not None:
-            if node.get("_partial_"):  # bound later to positional run-time arguments (parameters, optimiser)
-                keys = keys[1:]
-            check_keys(path, list(node.keys()), keys, target)
+        if isinstance(entry, str) and entry.startswith("/schema/"):
+            schema = SCHEMAS[entry[len("/schema/"):].split("@", 1)[0]]
+        else:
+            raise ValueError(f"{path}: the defaults entry {entry!r} needs Hydra; compose the file within its task")
+    return OmegaConf.merge(OmegaConf.structured(schema), node) if schema is not None else node

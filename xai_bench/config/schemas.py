@@ -7,9 +7,13 @@ composition, and a misspelt key — in a YAML file or on the command line — fa
 ``Key 'windw' not in 'AttributionSchema'`` naming the key and the schema (``python explain.py --info defaults``
 shows where it came from; :func:`xai_bench.config.valid_keys` lists the keys).
 
-Groups whose files each call a different builder (``dataset``, ``optim``, ``scheduler``, ``logger``) have no shared
-shape: their schema is the ``_target_`` callable's own signature, checked by :func:`xai_bench.config.validate`
-when a task starts (a builder that takes ``**kwargs`` would defeat that, so ours take only the keys they use).
+Groups whose files each call a different builder (``dataset``, ``optim``, ``logger``, and a scheduler's inner
+``scheduler`` node) have no shared shape: their schema is the ``_target_`` callable's own signature, checked by
+:func:`xai_bench.config.validate` when a task starts (a builder that takes ``**kwargs`` would defeat that, so ours
+take only the keys they use). A second copy of a signature in a dataclass would only drift from it.
+
+The ``_global_`` groups (``task``, ``experiment``, ``debug``, ``hparams_search``) hold no node of their own: what
+they set lands in the groups above and is checked there.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any, Optional
 from omegaconf import MISSING
 
 __all__ = ["SCHEMAS", "AttackSchema", "AttributionSchema", "CorruptionSchema", "EarlyStoppingSchema",
-           "EnsembleSchema", "ModelSchema", "TrainerSchema", "register"]
+           "EnsembleSchema", "ModelSchema", "PathsSchema", "SchedulerSchema", "TrainerSchema", "register"]
 
 
 @dataclass
@@ -128,9 +132,27 @@ class EnsembleSchema:
     max_figures: int = 12
 
 
+@dataclass
+class SchedulerSchema:
+    """``conf/scheduler/<name>.yaml``: a learning-rate schedule (its ``scheduler`` node's schema is the
+    ``torch.optim.lr_scheduler`` class's signature) and when it steps."""
+
+    interval: str = "epoch"                    # epoch | step: when scheduler.step() runs
+    scheduler: Optional[Any] = None            # a _partial_ torch.optim.lr_scheduler node; null: a constant rate
+
+
+@dataclass
+class PathsSchema:
+    """``conf/paths/<name>.yaml``: where data is read and results are written."""
+
+    data_dir: str = MISSING
+    output_dir: str = MISSING
+
+
 SCHEMAS: dict[str, type] = {
     "attribution": AttributionSchema, "attack": AttackSchema, "corruption": CorruptionSchema,
-    "model": ModelSchema, "trainer": TrainerSchema, "ensemble": EnsembleSchema,
+    "model": ModelSchema, "trainer": TrainerSchema, "ensemble": EnsembleSchema, "scheduler": SchedulerSchema,
+    "paths": PathsSchema,
 }
 
 

@@ -47,12 +47,19 @@ class TensorImages(Dataset):
 def _check_facts(bundle: DataBundle, num_classes: int | None = None, image_size: int | None = None) -> DataBundle:
     """Datasets whose class count / image size are fixed still take them as config keys (other groups interpolate
     ``${dataset.num_classes}``), so a value that disagrees must fail instead of silently doing nothing."""
-    for key, given, actual in (("num_classes", num_classes, bundle.num_classes),
-                               ("image_size", image_size, bundle.image_size)):
-        if given is not None and actual is not None and int(given) != int(actual):
-            raise ValueError(f"dataset.{key}={given} does nothing for {bundle.name!r}, whose {key} is {actual}; "
-                             f"remove the override (resize inside the model, or pick a dataset that takes {key})")
+    _check_fixed(bundle.name, {"num_classes": bundle.num_classes, "image_size": bundle.image_size},
+                 num_classes=num_classes, image_size=image_size)
     return bundle
+
+
+def _check_fixed(name: str, actual: dict[str, int | None], **given: int | None) -> None:
+    """:func:`_check_facts` before loading, for datasets whose facts are known without reading a file (MNIST is
+    28×28 with 10 classes): a wrong ``dataset.image_size`` fails at once, not after the download."""
+    for key, value in given.items():
+        expected = actual.get(key)
+        if value is not None and expected is not None and int(value) != int(expected):
+            raise ValueError(f"dataset.{key}={value} does nothing for {name!r}, whose {key} is {expected}; "
+                             f"remove the override (resize inside the model, or pick a dataset that takes {key})")
 
 
 def _with_augment(bundle: DataBundle, augment: dict[str, Any] | None) -> DataBundle:
@@ -122,17 +129,17 @@ def fashion_mnist(root: str = "data", download: bool = False, val_fraction: floa
                   augment: dict[str, Any] | None = None, num_classes: int | None = None,
                   image_size: int | None = None) -> DataBundle:
     """Fashion-MNIST through torchvision's loader; offline it reads Debian's ``dataset-fashion-mnist`` package."""
+    _check_fixed("fashion_mnist", {"num_classes": 10, "image_size": 28}, num_classes=num_classes, image_size=image_size)
     if not download and DEBIAN_FASHION_MNIST.is_dir():
         _stage_debian_fashion_mnist(Path(root))
-    return _check_facts(_mnist_like("fashion_mnist", "FashionMNIST", FASHION_CLASSES, root, download, val_fraction,
-                                    seed, augment), num_classes, image_size)
+    return _mnist_like("fashion_mnist", "FashionMNIST", FASHION_CLASSES, root, download, val_fraction, seed, augment)
 
 
 def mnist(root: str = "data", download: bool = False, val_fraction: float = 0.1, seed: int = 0,
           augment: dict[str, Any] | None = None, num_classes: int | None = None,
           image_size: int | None = None) -> DataBundle:
-    return _check_facts(_mnist_like("mnist", "MNIST", [str(i) for i in range(10)], root, download, val_fraction,
-                                    seed, augment), num_classes, image_size)
+    _check_fixed("mnist", {"num_classes": 10, "image_size": 28}, num_classes=num_classes, image_size=image_size)
+    return _mnist_like("mnist", "MNIST", [str(i) for i in range(10)], root, download, val_fraction, seed, augment)
 
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -141,6 +148,7 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 def cifar10(root: str = "data", download: bool = False, val_fraction: float = 0.1, seed: int = 0,
             augment: dict[str, Any] | None = None, num_classes: int | None = None,
             image_size: int | None = None) -> DataBundle:
+    _check_fixed("cifar10", {"num_classes": 10, "image_size": 32}, num_classes=num_classes, image_size=image_size)
     train_all = _torchvision_split("CIFAR10", root, True, download)
     test = _torchvision_split("CIFAR10", root, False, download)
     to_t = lambda a: torch.as_tensor(a).permute(0, 3, 1, 2).contiguous()
@@ -149,7 +157,7 @@ def cifar10(root: str = "data", download: bool = False, val_fraction: float = 0.
     bundle = DataBundle(name="cifar10", train=train, val=val,
                         test=TensorImages(to_t(test.data), torch.as_tensor(test.targets)), num_classes=10,
                         class_names=list(CIFAR10_CLASSES), channels=3, image_size=32)
-    return _with_augment(_check_facts(bundle, num_classes, image_size), augment)
+    return _with_augment(bundle, augment)
 
 
 def digits(image_size: int = 16, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0,

@@ -231,12 +231,15 @@ def _num_outputs(net: nn.Module, side: int) -> int:
     return n
 
 
+# ImageClassifier keywords every zoo builder takes through **meta (overrides of the builder's own choice).
+META_OPTIONS = ("mean", "std", "class_names", "default_layer", "resize_size")
+
+
 def _meta(meta: dict[str, Any], **defaults: Any) -> dict[str, Any]:
     """The builder's defaults for ImageClassifier keywords, overridden by non-null config values."""
-    allowed = {"mean", "std", "class_names", "default_layer", "resize_size"}
-    unknown = set(meta) - allowed
+    unknown = set(meta) - set(META_OPTIONS)
     if unknown:
-        raise TypeError(f"unexpected model option(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        raise TypeError(f"unexpected model option(s) {sorted(unknown)}; allowed: {sorted(META_OPTIONS)}")
     return {**defaults, **{k: v for k, v in meta.items() if v is not None}}
 
 
