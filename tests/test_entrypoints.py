@@ -67,3 +67,29 @@ def test_console_script_is_installed_and_runs(tmp_path):
                           timeout=600, env={**os.environ, "WANDB_MODE": "disabled"}, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((out / "results.json").read_text())["metrics"]["n"] == 3
+
+
+def test_installed_package_runs_from_an_empty_directory(tmp_path):
+    """A non-editable install (the wheel, not this checkout) finds its configs from any directory: the wheel ships
+    conf/, and the console-script entry path (xai_bench.cli) runs a debug training job and a tiny explain job."""
+    wheel_dir, site, empty = tmp_path / "wheel", tmp_path / "site", tmp_path / "empty"
+    empty.mkdir()
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(wheel_dir), str(ROOT)], capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr[-3000:]
+    (wheel,) = wheel_dir.glob("xai_bench-*.whl")
+    inst = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
+                           str(wheel)], capture_output=True, text=True, timeout=600)
+    assert inst.returncode == 0, inst.stderr[-3000:]
+    assert (site / "xai_bench" / "conf" / "train.yaml").is_file() and not (site / "xai_bench" / "conf").is_symlink()
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(site)}
+    for task, args in (("train", ["debug=default", "dataset.image_size=32"]),
+                       ("explain", ["debug=default", "attribution=[saliency,gradcam]", "max_images=1"])):
+        code = (f"import sys, xai_bench; assert xai_bench.__file__.startswith({str(site)!r}), xai_bench.__file__; "
+                f"sys.argv = ['xai-{task}', *{args!r}]; import xai_bench.cli as c; c.{task}()")
+        proc = subprocess.run([sys.executable, "-c", code], cwd=empty, capture_output=True, text=True, timeout=600,
+                              env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (res,) = (empty / "outputs" / task).glob("*/results.json")
+        assert json.loads(res.read_text())["status"] == "ok"
+        assert (res.parent / f"{task}.log").is_file()  # the run log is named after the task, not the entry module
