@@ -77,7 +77,8 @@ def check_target(node: Mapping[str, Any], path: str) -> None:
 def validate(cfg: Mapping[str, Any]) -> None:
     """Check a composed task config before any work; raise one :class:`ConfigKeyError` listing every problem.
 
-    Whatever of these the config has is checked: ``attribution.<name>`` nodes, ``attack``, ``corruption``,
+    Whatever of these the config has is checked: ``attribution.<name>`` and ``metric.<name>`` nodes, ``attack``,
+    ``corruption``,
     ``model``, ``trainer``, ``scheduler``, ``paths``, ``ensemble`` (and its members), ``reference_model`` against
     their schemas (:data:`xai_bench.config.SCHEMAS`), and every ``_target_`` node inside or beside them
     (``dataset``, ``optim``, ``scheduler.scheduler``, ``logger``) against its callable's signature. Unknown model
@@ -100,6 +101,11 @@ def validate(cfg: Mapping[str, Any]) -> None:
             _check_schema(c[path], ModelSchema, path, problems)
     if c.get("ensemble") is not None:
         _check_ensemble(c["ensemble"], problems)
+    metrics = c.get("metric")
+    if isinstance(metrics, dict):  # explanation metrics: each a `_target_` class taking its settings
+        for name, node in metrics.items():
+            if isinstance(node, dict):
+                _check_target(node, f"metric.{name}", problems)
     scheduler = c.get("scheduler")
     for path, node in (("dataset", c.get("dataset")), ("optim", c.get("optim")), ("logger", c.get("logger")),
                        ("scheduler.scheduler", scheduler.get("scheduler") if isinstance(scheduler, dict) else None)):
