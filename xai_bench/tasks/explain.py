@@ -59,7 +59,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if len(ds) == 0:  # type: ignore[arg-type]
             raise ValueError(f"split {cfg.split!r} of dataset {data.name!r} is empty; pick another split")
         with ctx.timer("predict"):
-            images, labels, names, probs = _load_and_predict(model, ds, cfg, ctx.device)
+            images, labels, names, probs, masks = _load_and_predict(model, ds, cfg, ctx.device)
         class_names = list(getattr(model, "class_names", None) or data.class_names)
         targets = resolve_targets(cfg.get("target", "predicted"), probs, labels, names,
                                   num_classes=probs.shape[1], top_k=int(cfg.get("top_k", 1)), dataset=data.name)
@@ -67,7 +67,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         x, flat_t = expand_targets(images, targets)  # row r = image r // t, class flat_t[r]
         image_index = torch.arange(n).repeat_interleave(t)
 
-        maps, signed, styles = _attribute_all(ctx, model, methods, images, targets, names, image_index, fig_cfg)
+        maps, signed, styles, explainers = _attribute_all(ctx, model, methods, images, targets, names, image_index,
+                                                          fig_cfg)
+        if cfg.get("metric"):
+            _score_maps(ctx, model, x, flat_t, maps, None if masks is None else masks[image_index], explainers,
+                        methods)
         flat_t = flat_t.cpu()
 
         pred = probs.argmax(1)
@@ -168,9 +172,10 @@ def _signed(override: Any, name: str | None, default: bool) -> bool:
 # ---------------------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def _load_and_predict(model: nn.Module, ds: Any, cfg: DictConfig, device: torch.device
-                      ) -> tuple[Tensor, Tensor, list[str], Tensor]:
-    """All images of ``ds`` on ``device`` (it is at most ``max_images`` long), labels, names and probabilities."""
-    images, labels, names, probs = [], [], [], []
+                      ) -> tuple[Tensor, Tensor, list[str], Tensor, Tensor | None]:
+    """All images of ``ds`` on ``device`` (it is at most ``max_images`` long), labels, names, probabilities and the
+    ground-truth object masks when the dataset has them."""
+    images, labels, names, probs, masks = [], [], [], [], []
     loader = make_loader(ds, int(cfg.get("batch_size") or 16), num_workers=int(cfg.get("num_workers") or 0))
     for batch in loader:
         x = batch["image"].to(device)
@@ -178,18 +183,22 @@ def _load_and_predict(model: nn.Module, ds: Any, cfg: DictConfig, device: torch.
         labels.append(torch.as_tensor(batch["label"]).long())
         names += list(batch.get("name", [str(len(names) + i) for i in range(len(x))]))
         probs.append(model(x).float().softmax(1).cpu())
-    return torch.cat(images), torch.cat(labels), names, torch.cat(probs)
+        if "mask" in batch:
+            masks.append(batch["mask"].to(device))
+    return (torch.cat(images), torch.cat(labels), names, torch.cat(probs),
+            torch.cat(masks) if len(masks) == len(images) and masks else None)
 
 
 def _attribute_all(ctx: RunContext, model: nn.Module, methods: dict[str, DictConfig], images: Tensor,
                    targets: Tensor, names: list[str], image_index: Tensor, fig_cfg: Any
-                   ) -> tuple[dict[str, Tensor], dict[str, bool], dict[str, str]]:
+                   ) -> tuple[dict[str, Tensor], dict[str, bool], dict[str, str], dict[str, Explainer]]:
     """Run every method on all (image, target) pairs: name → (N·T)×C×H×W maps on the CPU, name → signed, and
     name → the figure style the method reads best in (its ``figure`` fact, where it has one)."""
     cfg = ctx.cfg
     maps: dict[str, Tensor] = {}
     signed: dict[str, bool] = {}
     styles: dict[str, str] = {}
+    explainers: dict[str, Explainer] = {}
     skipped: list[dict[str, str]] = []
     for key, node in tqdm(methods.items(), desc="methods", disable=not cfg.get("progress", True)):
         name = str(node.get("name") or key)
@@ -215,6 +224,7 @@ def _attribute_all(ctx: RunContext, model: nn.Module, methods: dict[str, DictCon
             raise FloatingPointError(f"{name} produced NaN/inf maps for rows {bad} (images "
                                      f"{[names[image_index[r]] for r in bad]}); check its kwargs and the model")
         maps[name] = out
+        explainers[name] = explainer
         signed[name] = _signed(fig_cfg.get("signed"), name, explainer.facts.signed)
         if explainer.facts.figure:
             styles[name] = explainer.facts.figure
@@ -224,7 +234,55 @@ def _attribute_all(ctx: RunContext, model: nn.Module, methods: dict[str, DictCon
     if not maps:
         raise ValueError(f"no method could explain model {getattr(model, 'name', type(model).__name__)!r}: "
                          f"{[s['method'] for s in skipped]} were skipped (see metrics.skipped)")
-    return maps, signed, styles
+    return maps, signed, styles, explainers
+
+
+def _score_maps(ctx: RunContext, model: nn.Module, x: Tensor, targets: Tensor, maps: dict[str, Tensor],
+                masks: Tensor | None, explainers: dict[str, Explainer], nodes: dict[str, DictConfig]) -> None:
+    """The selected ``metric`` nodes on every method's maps: per-image scores, the methods × metrics table (mean ±
+    standard error), the LATEC-style ranking and its heat map."""
+    from xai_bench.metrics.explanation import ExplanationMetric
+    from xai_bench.metrics.explanation.scoring import rank_methods, score_methods, summary_rows
+
+    cfg = ctx.cfg
+    metrics: dict[str, ExplanationMetric] = {}
+    for key, node in cfg.metric.items():
+        metric = build(node)
+        if not isinstance(metric, ExplanationMetric):
+            raise TypeError(f"metric.{key}: _target_={node.get('_target_')} is not an ExplanationMetric")
+        metrics[metric.name or key] = metric
+    node_of = {str(node.get("name") or key): node for key, node in nodes.items()}  # method name → its YAML node
+
+    def reexplainer(name: str) -> Any:
+        explainer, node = explainers[name], node_of[name]
+
+        def run(images: Tensor, targets: Tensor, model: nn.Module | None = None) -> Tensor:
+            seed_everything(int(cfg.seed))
+            e = explainer if model is None else build_attribution(node, model)
+            return e.attribute(images, targets).float()
+
+        return run
+
+    with ctx.timer("metrics"):
+        scores = score_methods(metrics, model, x, targets.to(x.device), maps, masks=masks,
+                               explainers={m: reexplainer(m) for m in maps}, timings=ctx.timings)
+    rows = summary_rows(scores, metrics)
+    if not rows:
+        log.warning("no metric could be computed (see the warnings above)")
+        return
+    ranking = rank_methods(rows)
+    ctx.table("metrics", rows)
+    ctx.table("ranking", ranking)
+    ctx.table("metric_scores", [{"row": r, "method": method, "metric": mname, "score": float(v[r])}
+                                for method, per in scores.items() for mname, v in per.items()
+                                for r in range(v.numel())])
+    from xai_bench.viz import metrics_heatmap
+
+    ctx.figure("metrics", metrics_heatmap(rows, title=f"explanation metrics (n={x.shape[0]} maps per method)"))
+    ctx.metrics["explanation_metrics"] = {r["method"]: {} for r in rows}
+    for r in rows:
+        ctx.metrics["explanation_metrics"][r["method"]][r["metric"]] = {"mean": r["mean"], "se": r["se"]}
+    ctx.metrics["ranking"] = [{"method": r["method"], "median_rank": r["median_rank"]} for r in ranking]
 
 
 def _table_rows(maps: dict[str, Tensor], names: list[str], image_index: Tensor, targets: Tensor,

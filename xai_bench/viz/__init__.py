@@ -22,9 +22,11 @@ from xai_bench.viz.attribution import (
 )
 from xai_bench.viz.classification import confusion_matrix_figure, reliability_diagram
 from xai_bench.viz.ensemble import member_votes_figure, per_model_accuracy_figure, uncertainty_strip
+from xai_bench.viz.explanation_metrics import metrics_heatmap
 from xai_bench.viz.robustness import accuracy_vs_eps, adversarial_grid, corruption_heatmap
 
 __all__ = [
+    "metrics_heatmap",
     "CMAP_ABSOLUTE",
     "CMAP_ISOLINES",
     "CMAP_OVERLAY",
