@@ -22,7 +22,7 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 SCHEMA_GROUPS = {"attribution": "explain", "attack": "attack", "corruption": "evaluate", "model": "train",
                  "trainer": "train", "ensemble": "evaluate", "scheduler": "train", "paths": "train"}
 # Groups whose schema is their `_target_` callable's signature.
-TARGET_GROUPS = {"dataset": "train", "optim": "train", "logger": "train"}
+TARGET_GROUPS = {"dataset": "train", "optim": "train", "logger": "train", "metric": "explain"}
 NEEDS_VALUE = {("model", "checkpoint"): ["model.path=/x"], ("dataset", "imagefolder"): ["dataset.root=/x"],
                ("dataset", "images"): ["dataset.root=/x"]}
 
@@ -32,7 +32,9 @@ def _files(group: str) -> list[str]:
 
 
 def _node(cfg, group: str, name: str):
-    return cfg.attribution[name] if group == "attribution" else OmegaConf.select(cfg, group)
+    if group in ("attribution", "metric"):  # multi-select groups: one node per file at <group>.<name>
+        return cfg[group][name]
+    return OmegaConf.select(cfg, group)
 
 
 # ---------------------------------------------------------------------------------------------------- composition
@@ -62,8 +64,9 @@ def test_schema_group_files_compose_onto_their_schema(group, name, compose, tmp_
 
 @pytest.mark.parametrize("group,name", [(g, n) for g in TARGET_GROUPS for n in _files(g)])
 def test_target_group_files_match_their_builders_signature(group, name, compose, tmp_path):
-    cfg = compose(TARGET_GROUPS[group], [f"{group}={name}", *NEEDS_VALUE.get((group, name), [])], tmp_path)
-    node = cfg[group]
+    choice = f"[{name}]" if group == "metric" else name
+    cfg = compose(TARGET_GROUPS[group], [f"{group}={choice}", *NEEDS_VALUE.get((group, name), [])], tmp_path)
+    node = _node(cfg, group, name)
     importlib.import_module(node._target_.rsplit(".", 1)[0])  # a broken _target_ fails here, it is never skipped
     check_target(node, group)
     validate(cfg)

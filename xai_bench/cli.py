@@ -47,3 +47,15 @@ def explain() -> None:
 
 def attack() -> None:
     _main("attack")
+
+
+def score() -> None:
+    _main("score")
+
+
+if __name__ == "__main__":  # python -m xai_bench.cli <task> [overrides]
+    task = sys.argv.pop(1) if len(sys.argv) > 1 else ""
+    if task not in ("train", "evaluate", "explain", "attack", "score"):
+        raise SystemExit(f"usage: python -m xai_bench.cli train|evaluate|explain|attack|score [overrides]; "
+                         f"got {task!r}")
+    _main(task)
