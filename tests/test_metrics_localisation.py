@@ -137,3 +137,28 @@ def test_batch_invariance_and_yaml(name):
     # three-channel maps are summed over channels
     three = maps.expand(4, 3, 8, 8) / 3
     assert torch.allclose(metric(None, x, t, three, masks=masks), batch, atol=1e-5, equal_nan=True)
+
+
+# ------------------------------------------------------------------------------- reference maps (chance levels)
+def test_reference_maps():
+    from torch import nn
+
+    from xai_bench.attribution.reference_maps import CentreGaussian, RandomMap, SobelEdges
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 9 * 9, 2))
+    x = torch.zeros(2, 3, 9, 9)
+    x[:, :, :, 5:] = 1.0  # a vertical step edge between columns 4 and 5
+    r1, r2 = RandomMap(model).attribute(x, seed=3), RandomMap(model).attribute(x, seed=3)
+    assert r1.shape == (2, 1, 9, 9) and torch.equal(r1, r2) and not torch.equal(r1, RandomMap(model).attribute(x))
+    assert 0 <= r1.min() and r1.max() < 1
+    g = CentreGaussian(model).attribute(x, sigma=0.25)
+    assert g.shape == (2, 1, 9, 9) and g[0, 0, 4, 4] == 1 and int(g[0, 0].argmax()) == 4 * 9 + 4
+    assert g[0, 0, 4, 0] == pytest.approx(float(torch.exp(torch.tensor(-(4 / 2.25) ** 2 / 2))))
+    # a centred object: the centre prior wins the pointing game
+    assert PointingGame()(None, x, 0, g, masks=square_mask(9, 3, 6).expand(2, 1, 9, 9)).tolist() == [1.0, 1.0]
+    e = SobelEdges(model).attribute(x)
+    # Sobel x-response of a unit step: 1 + 2 + 1 = 4 on both columns beside the edge, 0 elsewhere
+    assert e.shape == (2, 1, 9, 9)
+    assert torch.allclose(e[0, 0, :, 4:6], torch.full((9, 2), 4.0)) and e[0, 0, :, :4].abs().max() == 0
+    with pytest.raises(ValueError, match="sigma"):
+        CentreGaussian(model).attribute(x, sigma=0)
