@@ -1,0 +1,89 @@
+"""Reference maps: explanations that ignore the model, listed in every table as "methods" so a real method's scores
+can be read against what chance (``random_map``), a centre prior (``centre_gaussian``) and the image's edges alone
+(``sobel_edges``) reach. They never call the model.
+
+Each is in Captum's shape: the constructor takes the model, ``attribute(inputs, target=None, **settings)`` returns
+``N×1×H×W`` float32 maps. ``target`` is accepted and ignored. Each runs the model once on the first image only
+to check that the model accepts the inputs, so a reference row fails where a real method would (and Captum's
+hook-removal contract test, which arms the model's first forward pass, applies to them as to every method).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from xai_bench.attribution.base import AttributionMethod
+from xai_bench.checks import check_images
+
+__all__ = ["CentreGaussian", "RandomMap", "SobelEdges"]
+
+# ITU-R BT.601 luma, the weights of torchvision's rgb_to_grayscale
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _check_model_runs(method: AttributionMethod, inputs: Tensor) -> None:
+    check_images(inputs, "inputs", check_range=False)
+    if inputs.shape[0]:
+        with torch.no_grad():
+            method.forward_func(inputs[:1])
+
+
+class RandomMap(AttributionMethod):
+    """Uniform noise in [0, 1) per pixel, from a local generator seeded with ``seed`` (the global RNG is untouched).
+
+    The same seed and batch shape give the same maps; the ``i``-th image of every call gets the same noise.
+    """
+
+    forward_only = True
+
+    def attribute(self, inputs: Tensor, target: Any = None, seed: int = 0) -> Tensor:
+        """Args: inputs ``N×C×H×W``; target ignored; seed of the noise. Returns ``N×1×H×W`` noise."""
+        _check_model_runs(self, inputs)
+        n, _, h, w = inputs.shape
+        g = torch.Generator(device=inputs.device).manual_seed(int(seed))
+        return torch.rand(n, 1, h, w, generator=g, device=inputs.device, dtype=torch.float32)
+
+
+class CentreGaussian(AttributionMethod):
+    """A Gaussian bump at the image centre, the same for every image (the photographer's centre bias).
+
+    ``exp(−(y − cy)² / 2(σ·H)² − (x − cx)² / 2(σ·W)²)`` with ``(cy, cx)`` the centre, peak 1.
+    """
+
+    forward_only = True
+
+    def attribute(self, inputs: Tensor, target: Any = None, sigma: float = 0.25) -> Tensor:
+        """Args: inputs ``N×C×H×W``; target ignored; sigma: the standard deviation as a fraction of each side
+        (> 0). Returns ``N×1×H×W``."""
+        _check_model_runs(self, inputs)
+        if not sigma > 0:
+            raise ValueError(f"centre_gaussian: sigma must be > 0 (a fraction of the image side), got {sigma!r}")
+        n, _, h, w = inputs.shape
+        ys = torch.arange(h, device=inputs.device, dtype=torch.float32) - (h - 1) / 2
+        xs = torch.arange(w, device=inputs.device, dtype=torch.float32) - (w - 1) / 2
+        bump = torch.exp(-(ys[:, None] / (sigma * h)) ** 2 / 2 - (xs[None, :] / (sigma * w)) ** 2 / 2)
+        return bump.expand(n, 1, h, w).contiguous()
+
+
+class SobelEdges(AttributionMethod):
+    """Sobel gradient magnitude ``√(G_x² + G_y²)`` of the grey image (BT.601 luma for RGB, the mean of other channel
+    counts), with edge-replicated borders."""
+
+    forward_only = True
+
+    def attribute(self, inputs: Tensor, target: Any = None) -> Tensor:
+        """Args: inputs ``N×C×H×W``; target ignored. Returns ``N×1×H×W`` edge strength."""
+        _check_model_runs(self, inputs)
+        x = inputs.detach().float()
+        if x.shape[1] == 3:
+            grey = sum(wt * x[:, i:i + 1] for i, wt in enumerate(_LUMA))
+        else:
+            grey = x.mean(1, keepdim=True)
+        gx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=x.device)
+        kernel = torch.stack([gx, gx.T])[:, None]  # 2×1×3×3: d/dx, d/dy
+        g = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), kernel)
+        return g.square().sum(1, keepdim=True).sqrt()
