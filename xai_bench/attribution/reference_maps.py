@@ -3,9 +3,7 @@ can be read against what chance (``random_map``), a centre prior (``centre_gauss
 (``sobel_edges``) reach. They never call the model.
 
 Each is in Captum's shape: the constructor takes the model, ``attribute(inputs, target=None, **settings)`` returns
-``N×1×H×W`` float32 maps. ``target`` is accepted and ignored. Each runs the model once on the first image only
-to check that the model accepts the inputs, so a reference row fails where a real method would (and Captum's
-hook-removal contract test, which arms the model's first forward pass, applies to them as to every method).
+``N×1×H×W`` float32 maps. ``target`` is accepted and ignored.
 """
 
 from __future__ import annotations
@@ -25,13 +23,6 @@ __all__ = ["CentreGaussian", "RandomMap", "SobelEdges"]
 _LUMA = (0.299, 0.587, 0.114)
 
 
-def _check_model_runs(method: AttributionMethod, inputs: Tensor) -> None:
-    check_images(inputs, "inputs", check_range=False)
-    if inputs.shape[0]:
-        with torch.no_grad():
-            method.forward_func(inputs[:1])
-
-
 class RandomMap(AttributionMethod):
     """Uniform noise in [0, 1) per pixel, from a local generator seeded with ``seed`` (the global RNG is untouched).
 
@@ -42,7 +33,7 @@ class RandomMap(AttributionMethod):
 
     def attribute(self, inputs: Tensor, target: Any = None, seed: int = 0) -> Tensor:
         """Args: inputs ``N×C×H×W``; target ignored; seed of the noise. Returns ``N×1×H×W`` noise."""
-        _check_model_runs(self, inputs)
+        check_images(inputs, "inputs", check_range=False)
         n, _, h, w = inputs.shape
         g = torch.Generator(device=inputs.device).manual_seed(int(seed))
         return torch.rand(n, 1, h, w, generator=g, device=inputs.device, dtype=torch.float32)
@@ -59,7 +50,7 @@ class CentreGaussian(AttributionMethod):
     def attribute(self, inputs: Tensor, target: Any = None, sigma: float = 0.25) -> Tensor:
         """Args: inputs ``N×C×H×W``; target ignored; sigma: the standard deviation as a fraction of each side
         (> 0). Returns ``N×1×H×W``."""
-        _check_model_runs(self, inputs)
+        check_images(inputs, "inputs", check_range=False)
         if not sigma > 0:
             raise ValueError(f"centre_gaussian: sigma must be > 0 (a fraction of the image side), got {sigma!r}")
         n, _, h, w = inputs.shape
@@ -77,7 +68,7 @@ class SobelEdges(AttributionMethod):
 
     def attribute(self, inputs: Tensor, target: Any = None) -> Tensor:
         """Args: inputs ``N×C×H×W``; target ignored. Returns ``N×1×H×W`` edge strength."""
-        _check_model_runs(self, inputs)
+        check_images(inputs, "inputs", check_range=False)
         x = inputs.detach().float()
         if x.shape[1] == 3:
             grey = sum(wt * x[:, i:i + 1] for i, wt in enumerate(_LUMA))
