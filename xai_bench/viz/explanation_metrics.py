@@ -15,7 +15,7 @@ __all__ = ["metrics_heatmap"]
 
 
 def metrics_heatmap(rows: Sequence[dict[str, Any]], *, title: str | None = None, cell_size: float = 0.9) -> Figure:
-    """Methods (rows) × metrics (columns), coloured by the method's rank on that metric (dark = best), annotated
+    """Methods (rows) × metrics (columns), coloured by the method's rank on that metric (bright = best), annotated
     with mean ± standard error. Colour is rank, not value, because metrics live on unrelated scales; each column
     header says whether higher (↑) or lower (↓) is better.
 
@@ -48,7 +48,7 @@ def metrics_heatmap(rows: Sequence[dict[str, Any]], *, title: str | None = None,
             continue
         se = "" if math.isnan(r["se"]) else f"\n±{r['se']:.2g}"
         ax.text(j, i, f"{r['mean']:.3g}{se}", ha="center", va="center", fontsize=_FONT - 2,
-                color="white" if grid[i, j] <= (len(methods) + 1) / 2 else "black")
+                color="black" if grid[i, j] <= (len(methods) + 1) / 2 else "white")
     heads = []
     for k in metrics:
         r = next(r for r in rows if r["metric"] == k)
@@ -57,6 +57,6 @@ def metrics_heatmap(rows: Sequence[dict[str, Any]], *, title: str | None = None,
     ax.xaxis.tick_top()
     ax.set_yticks(range(len(methods)), [f"{m}  (median rank {ranks[m]['median_rank']:.1f})" for m in methods],
                   fontsize=_FONT)
-    if title:
-        fig.suptitle(title, fontsize=_FONT + 1, y=0.99)
+    fig.suptitle(f"{title + ' · ' if title else ''}colour = rank on the metric (bright = best)", fontsize=_FONT + 1,
+                 y=0.99)
     return fig
