@@ -117,6 +117,96 @@ def test_substrates_fill_removed_pixels(substrate):
     assert torch.allclose(curve[:, 0], torch.sigmoid(10 * images[:, :, :2, :2].mean((1, 2, 3)) - 5), atol=1e-6)
 
 
+# ---------------------------------------------------------------- pixel flipping / region perturbation
+
+
+def test_pixel_flipping_hand_computed_auc_with_unit_spacing():
+    metric = F.PixelFlipping(features_in_step=4, perturb_baseline="zeros")
+    curve = metric.curves(CornerModel(), ONES, ONE, corner_map())
+    assert torch.allclose(curve[0], torch.full((16,), 1 - S5))  # no unperturbed point, as Quantus
+    assert metric(CornerModel(), ONES, ONE, corner_map()).item() == pytest.approx(15 * (1 - S5), abs=1e-5)
+    assert metric(CornerModel(), ONES, ONE, corner_map(reverse=True)).item() == pytest.approx(14 * S5 + 0.5, abs=1e-5)
+
+
+def test_pixel_flipping_black_is_each_images_minimum():
+    image = torch.ones(1, 1, 8, 8)
+    assert F.PixelFlipping(features_in_step=4)(CornerModel(), image, ONE, corner_map()).item() == pytest.approx(
+        15 * S5, abs=1e-5)  # min is 1: flipping changes nothing
+    image[..., -1, -1] = 0
+    assert F.PixelFlipping(features_in_step=4)(CornerModel(), image, ONE, corner_map()).item() == pytest.approx(
+        15 * (1 - S5), abs=1e-5)
+
+
+def test_region_perturbation_hand_computed_aopc():
+    kw = {"patch_size": 2, "regions_evaluation": 3, "perturb_baseline": "zeros"}
+    metric = F.RegionPerturbation(**kw)  # 16 patches of 2×2; the corner patch goes first
+    curve = metric.curves(CornerModel(), ONES, ONE, corner_map())
+    assert torch.allclose(curve[0], torch.tensor([0.0] + [2 * S5 - 1] * 3), atol=1e-6)
+    assert metric(CornerModel(), ONES, ONE, corner_map()).item() == pytest.approx(3 * (2 * S5 - 1) / 4, abs=1e-6)
+    assert F.RegionPerturbation(order="lerf", **kw)(CornerModel(), ONES, ONE, corner_map()).item() == 0
+    assert F.RegionPerturbation(**kw)(CornerModel(), ONES, ONE, corner_map(reverse=True)).item() == 0
+
+
+def test_region_perturbation_grid_pads_like_quantus():
+    pid, n = F.RegionPerturbation(patch_size=4).patch_ids(6, 6)  # padded to 8: 1 row above, 1 below
+    assert n == 4
+    assert pid.view(6, 6)[:, 0].tolist() == [0, 0, 0, 2, 2, 2]
+    assert pid.view(6, 6)[0].tolist() == [0, 0, 0, 1, 1, 1]
+
+
+# ---------------------------------------------------------------- correlations
+
+
+class LinearModel(nn.Module):
+    """Logit of class 1 = Σ w·x, class 0 = 0: ``w·x`` is its exact attribution against a zero baseline."""
+
+    def __init__(self, size: int = 8) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(3)) + 0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = (x * self.w).sum(dim=(1, 2, 3))
+        return torch.stack([torch.zeros_like(z), z], dim=1)
+
+
+def _linear_case() -> tuple[LinearModel, torch.Tensor, torch.Tensor]:
+    model = LinearModel()
+    x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(4)) * 0.9 + 0.1
+    return model, x, (x * model.w).detach()
+
+
+def test_faithfulness_correlation_is_one_for_exact_attributions():
+    model, x, exact = _linear_case()
+    metric = F.FaithfulnessCorrelation(nr_runs=20, subset_size=10, perturb_baseline="zeros")
+    assert torch.allclose(metric(model, x, [1, 1], exact), torch.ones(2), atol=1e-5)
+    assert torch.allclose(metric(model, x, [1, 1], -exact), -torch.ones(2), atol=1e-5)
+    assert torch.isnan(metric(model, x, [1, 1], torch.ones_like(exact))).all()
+    other = F.FaithfulnessCorrelation(nr_runs=20, subset_size=10, perturb_baseline="zeros", seed=1)
+    noisy = exact + torch.rand(exact.shape, generator=torch.Generator().manual_seed(5))
+    assert not torch.equal(metric(model, x, [1, 1], noisy), other(model, x, [1, 1], noisy))
+    with pytest.raises(ValueError, match="subset_size"):
+        F.FaithfulnessCorrelation(subset_size=65)(model, x, [1, 1], exact)
+
+
+def test_faithfulness_estimate_is_one_for_exact_attributions():
+    model, x, exact = _linear_case()
+    for step in (1, 5):
+        metric = F.FaithfulnessEstimate(features_in_step=step, perturb_baseline="zeros")
+        assert torch.allclose(metric(model, x, [1, 1], exact), torch.ones(2), atol=1e-5)
+    assert torch.allclose(metric(model, x, [1, 1], -exact), -torch.ones(2), atol=1e-5)
+
+
+def test_monotonicity_correlation_hand_computed_signs():
+    model, x, exact = _linear_case()
+    metric = F.MonotonicityCorrelation(nr_samples=1, perturb_baseline="zeros", softmax=False)
+    # removing pixel p alone changes the logit by w·x at p: variance (w·x)²/f(x)², monotone in |w·x|
+    assert torch.allclose(metric(model, x, [1, 1], exact), torch.ones(2), atol=1e-5)
+    assert torch.allclose(metric(model, x, [1, 1], 1 / exact), -torch.ones(2), atol=1e-5)
+    # uniform fills: seeded, and the default path runs
+    uni = F.MonotonicityCorrelation(nr_samples=4, features_in_step=8, softmax=False)
+    assert torch.equal(uni(model, x, [1, 1], exact), uni(model, x, [1, 1], exact))
+
+
 # ---------------------------------------------------------------- family-wide
 
 
@@ -172,6 +262,13 @@ def test_every_family_metric_has_a_yaml():
     (F.Deletion, {"pixels_per_step": 0}, "pixels_per_step"),
     (F.Deletion, {"substrate": "grey"}, "substrate"),
     (F.Insertion, {"blur_sigma": 0}, "blur_sigma"),
+    (F.PixelFlipping, {"features_in_step": 0}, "features_in_step"),
+    (F.PixelFlipping, {"perturb_baseline": "white"}, "perturb_baseline"),
+    (F.RegionPerturbation, {"order": "best"}, "order"),
+    (F.RegionPerturbation, {"patch_size": 0}, "patch_size"),
+    (F.FaithfulnessCorrelation, {"nr_runs": 1}, "nr_runs"),
+    (F.FaithfulnessEstimate, {"features_in_step": 1.5}, "features_in_step"),
+    (F.MonotonicityCorrelation, {"eps": -1}, "eps"),
 ])
 def test_bad_settings_name_the_argument(cls, kwargs, match):
     with pytest.raises(ValueError, match=match):

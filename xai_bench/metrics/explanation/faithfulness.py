@@ -24,7 +24,15 @@ from xai_bench.checks import as_class_indices, eval_mode
 from xai_bench.metrics.explanation import _perturb as P
 from xai_bench.metrics.explanation.base import ExplanationMetric, register_metric
 
-__all__ = ["Deletion", "Insertion"]
+__all__ = [
+    "Deletion",
+    "FaithfulnessCorrelation",
+    "FaithfulnessEstimate",
+    "Insertion",
+    "MonotonicityCorrelation",
+    "PixelFlipping",
+    "RegionPerturbation",
+]
 
 
 def _replace(images: Tensor, fill: Tensor, replaced: Callable[[Tensor, Tensor], Tensor]) -> Callable:
@@ -128,3 +136,250 @@ class Insertion(Deletion):
     def __init__(self, pixels_per_step: int | None = None, substrate: str = "blur", blur_sigma: float = 5.0,
                  softmax: bool = True) -> None:
         super().__init__(pixels_per_step, substrate, blur_sigma, softmax)
+
+
+@register_metric
+class PixelFlipping(_CurveMetric):
+    """Pixel flipping (Bach et al. 2015, "On Pixel-Wise Explanations for Non-Linear Classifier Decisions by
+    Layer-Wise Relevance Propagation", PLOS ONE), as Quantus's ``PixelFlipping``.
+
+    Pixels are set to the baseline most-relevant-first, ``features_in_step`` at a time, and the target's softmax
+    probability is recorded after every step (``ceil(H·W / features_in_step)`` values, the unperturbed image not
+    among them). The score is Quantus's ``return_auc_per_sample=True`` value: the trapezoid area under that curve with
+    unit spacing (``np.trapz(curve, dx=1)``), so it grows with the number of steps; lower is better. (Quantus's
+    default, ``return_auc_per_sample=False``, returns the curve itself: :meth:`curves`.)
+
+    Args:
+        features_in_step: pixels flipped per step (Quantus's default: 1, one forward pass per pixel).
+        perturb_baseline: the flipped value, one of ``black`` (each image's minimum; Quantus's default), ``zeros``,
+            ``mean``, ``blur``.
+        softmax: score the probability (Quantus's default for this metric) instead of the logit.
+    """
+
+    name = "pixel_flipping"
+    category = "faithfulness"
+    higher_is_better = False
+
+    def __init__(self, features_in_step: int = 1, perturb_baseline: str = "black", softmax: bool = True) -> None:
+        self.features_in_step = P.check_int("features_in_step", features_in_step)
+        self.perturb_baseline = P.check_choice("perturb_baseline", perturb_baseline, P.SUBSTRATES)
+        self.softmax = bool(softmax)
+
+    def _curves(self, model: nn.Module, images: Tensor, targets: Tensor, maps: Tensor) -> tuple[Tensor, Tensor]:
+        n_pix = images.shape[-2] * images.shape[-1]
+        n_steps = math.ceil(n_pix / self.features_in_step)
+        counts = (torch.arange(1, n_steps + 1, device=images.device) * self.features_in_step).clamp(max=n_pix)
+        r = P.ranks(P.pixel_relevance(maps), descending=True)
+        fill = P.substrate(images, self.perturb_baseline)
+        make = _replace(images, fill, lambda n, s: r[n] < counts[s, None])
+        curve = P.perturbed_scores(model, images, targets, n_steps, make, softmax=self.softmax)
+        return curve, counts.float()
+
+    def score(self, model, images, targets, maps, *, masks=None, explainer=None) -> Tensor:
+        return P.trapezoid(self._curves(model, images, targets, maps)[0], dx=1.0)
+
+
+@register_metric
+class RegionPerturbation(_CurveMetric):
+    """Region perturbation (Samek et al. 2017, "Evaluating the Visualization of What a Deep Neural Network Has
+    Learned", IEEE TNNLS), as Quantus's ``RegionPerturbation``.
+
+    The image is cut into non-overlapping ``patch_size``² patches (Quantus's grid: padded to a multiple of the patch
+    size, the padding split evenly, so border patches are smaller); patches are ranked by their summed attribution
+    (``morf``: most relevant first, ``lerf``: least relevant first, ``random``) and the first ``regions_evaluation`` are
+    set to the baseline one after another. Quantus returns the curve ``f(x) − f(x_k)``, k = 1…L (:meth:`curves`
+    returns it with the k = 0 zero in front); the score is Samek's AOPC, the mean of that curve over k = 0…L.
+    With ``morf`` higher is better (with ``lerf`` lower would be: compare like with like).
+
+    Args:
+        patch_size: patch side in pixels (Quantus: 8).
+        order: ``morf`` | ``lerf`` | ``random`` (Quantus: ``morf``).
+        regions_evaluation: patches perturbed, L (Quantus: 100; capped at the number of patches).
+        perturb_baseline: ``black`` (Quantus's default, each image's minimum) | ``zeros`` | ``mean`` | ``blur``.
+        softmax: score the probability (Quantus's default) instead of the logit.
+        seed: seeds the ``random`` order (one order shared by all images).
+    """
+
+    name = "region_perturbation"
+    category = "faithfulness"
+    higher_is_better = True
+    ORDERS = ("morf", "lerf", "random")
+
+    def __init__(self, patch_size: int = 8, order: str = "morf", regions_evaluation: int = 100,
+                 perturb_baseline: str = "black", softmax: bool = True, seed: int | None = 0) -> None:
+        self.patch_size = P.check_int("patch_size", patch_size)
+        self.order = P.check_choice("order", order, self.ORDERS)
+        self.regions_evaluation = P.check_int("regions_evaluation", regions_evaluation)
+        self.perturb_baseline = P.check_choice("perturb_baseline", perturb_baseline, P.SUBSTRATES)
+        self.softmax = bool(softmax)
+        self.seed = seed
+
+    def patch_ids(self, h: int, w: int, device: torch.device | str | None = None) -> tuple[Tensor, int]:
+        """Each pixel's patch index (row-major over Quantus's padded grid), ``H·W``, and the number of patches."""
+        ps = self.patch_size
+        nh, nw = math.ceil(h / ps), math.ceil(w / ps)
+        top, left = (nh * ps - h) // 2, (nw * ps - w) // 2
+        rows = (torch.arange(h, device=device) + top) // ps
+        cols = (torch.arange(w, device=device) + left) // ps
+        return (rows[:, None] * nw + cols[None, :]).flatten(), nh * nw
+
+    def _curves(self, model: nn.Module, images: Tensor, targets: Tensor, maps: Tensor) -> tuple[Tensor, Tensor]:
+        n, _, h, w = images.shape
+        pid, n_patches = self.patch_ids(h, w, images.device)
+        rel = P.pixel_relevance(maps)
+        sums = rel.new_zeros(n, n_patches).index_add_(1, pid, rel)
+        if self.order == "random":
+            g = P.generator(self.seed)
+            sums = torch.rand(n_patches, generator=g).to(rel.device).expand(n, -1)
+        patch_rank = P.ranks(sums, descending=self.order != "lerf")
+        r = patch_rank[:, pid]  # each pixel's position in the perturbation order
+        n_regions = min(self.regions_evaluation, n_patches)
+        fill = P.substrate(images, self.perturb_baseline)
+        make = _replace(images, fill, lambda i, s: r[i] < s[:, None])
+        scores = P.perturbed_scores(model, images, targets, n_regions + 1, make, softmax=self.softmax)
+        return scores[:, :1] - scores, torch.arange(n_regions + 1, device=images.device).float()
+
+    def score(self, model, images, targets, maps, *, masks=None, explainer=None) -> Tensor:
+        return self._curves(model, images, targets, maps)[0].mean(-1)
+
+
+@register_metric
+class FaithfulnessCorrelation(ExplanationMetric):
+    """Faithfulness correlation (Bhatt et al. 2020, "Evaluating and Aggregating Feature-based Model Explanations",
+    IJCAI), as Quantus's ``FaithfulnessCorrelation``.
+
+    ``nr_runs`` times, a random subset of ``subset_size`` pixels is set to the baseline; the score is the Pearson
+    correlation, over the runs, between the attribution summed over the subset and the drop of the target's logit
+    ``f(x) − f(x_S)``. Higher is better; NaN for a constant map (as Quantus/scipy). Subsets are drawn once per call
+    from ``seed`` and shared by all images (Quantus draws per image).
+
+    Args:
+        nr_runs: random subsets (Quantus: 100).
+        subset_size: pixels per subset (Quantus: 224 features, i.e. channel values; here whole pixels).
+        perturb_baseline: ``black`` (Quantus's default) | ``zeros`` | ``mean`` | ``blur``.
+        softmax: use probabilities instead of logits (Quantus's default: logits).
+        seed: seeds the subsets.
+    """
+
+    name = "faithfulness_correlation"
+    category = "faithfulness"
+    higher_is_better = True
+
+    def __init__(self, nr_runs: int = 100, subset_size: int = 224, perturb_baseline: str = "black",
+                 softmax: bool = False, seed: int | None = 0) -> None:
+        self.nr_runs = P.check_int("nr_runs", nr_runs, 2)
+        self.subset_size = P.check_int("subset_size", subset_size)
+        self.perturb_baseline = P.check_choice("perturb_baseline", perturb_baseline, P.SUBSTRATES)
+        self.softmax = bool(softmax)
+        self.seed = seed
+
+    def score(self, model, images, targets, maps, *, masks=None, explainer=None) -> Tensor:
+        n_pix = images.shape[-2] * images.shape[-1]
+        if self.subset_size > n_pix:
+            raise ValueError(f"{self.name}: subset_size={self.subset_size} exceeds the {n_pix} pixels of an image")
+        g = P.generator(self.seed)
+        subsets = torch.rand(self.nr_runs, n_pix, generator=g).argsort(-1)[:, :self.subset_size]
+        chosen = torch.zeros(self.nr_runs + 1, n_pix, dtype=torch.bool)  # row 0: the unperturbed image
+        chosen[torch.arange(1, self.nr_runs + 1)[:, None], subsets] = True
+        chosen = chosen.to(images.device)
+        fill = P.substrate(images, self.perturb_baseline)
+        make = _replace(images, fill, lambda i, s: chosen[s])
+        y = P.perturbed_scores(model, images, targets, self.nr_runs + 1, make, softmax=self.softmax)
+        att = P.pixel_relevance(maps) @ chosen[1:].float().T
+        return P.pearson(att, y[:, :1] - y[:, 1:])
+
+
+@register_metric
+class FaithfulnessEstimate(ExplanationMetric):
+    """Faithfulness estimate (Alvarez-Melis & Jaakkola 2018, "Towards Robust Interpretability with Self-Explaining
+    Neural Networks", NeurIPS), as Quantus's ``FaithfulnessEstimate``.
+
+    Pixels are taken most-relevant-first in groups of ``features_in_step``; each group alone (not cumulatively) is
+    set to the baseline. The score is the Pearson correlation, over the groups, between the group's summed
+    attribution and the drop of the target's logit. Higher is better; NaN for a constant map.
+
+    Args:
+        features_in_step: pixels per group (Quantus: 1, one forward pass per pixel).
+        perturb_baseline: ``black`` (Quantus's default) | ``zeros`` | ``mean`` | ``blur``.
+        softmax: use probabilities instead of logits (Quantus's default: logits).
+    """
+
+    name = "faithfulness_estimate"
+    category = "faithfulness"
+    higher_is_better = True
+
+    def __init__(self, features_in_step: int = 1, perturb_baseline: str = "black", softmax: bool = False) -> None:
+        self.features_in_step = P.check_int("features_in_step", features_in_step)
+        self.perturb_baseline = P.check_choice("perturb_baseline", perturb_baseline, P.SUBSTRATES)
+        self.softmax = bool(softmax)
+
+    def score(self, model, images, targets, maps, *, masks=None, explainer=None) -> Tensor:
+        n_pix = images.shape[-2] * images.shape[-1]
+        n_steps = math.ceil(n_pix / self.features_in_step)
+        rel = P.pixel_relevance(maps)
+        step = P.ranks(rel, descending=True) // self.features_in_step  # each pixel's group
+        fill = P.substrate(images, self.perturb_baseline)
+        make = _replace(images, fill, lambda i, s: step[i] == (s[:, None] - 1))  # variant 0: unperturbed
+        y = P.perturbed_scores(model, images, targets, n_steps + 1, make, softmax=self.softmax)
+        att = rel.new_zeros(rel.shape[0], n_steps).scatter_add_(1, step, rel)
+        return P.pearson(att, y[:, :1] - y[:, 1:])
+
+
+@register_metric
+class MonotonicityCorrelation(ExplanationMetric):
+    """Monotonicity correlation (Nguyen & Martínez 2020, "On Quantitative Aspects of Model Interpretability",
+    arXiv:2007.07584), as Quantus's ``MonotonicityCorrelation``.
+
+    Pixels are ranked by ``|attribution|`` least-relevant-first and grouped by ``features_in_step``; each group alone
+    is replaced ``nr_samples`` times by a uniform random value (Quantus's ``"uniform"`` baseline: one value in
+    [0, 1) per copy for the whole group) and the mean squared change of the target's probability, divided by
+    ``f(x)²`` (when ``|f(x)| ≥ eps``), is recorded. The score is the Spearman correlation between the groups'
+    ``|attribution|`` sums and those variances. Higher is better; NaN for a constant map. The uniform values are
+    drawn from ``seed`` and shared by all images.
+
+    Args:
+        nr_samples: random fills per group (Quantus: 100).
+        features_in_step: pixels per group (Quantus: 1).
+        eps: below this ``|f(x)|`` the variance is not rescaled (Quantus: 1e-5).
+        perturb_baseline: ``uniform`` (Quantus's default) or a fixed substrate ``black`` | ``zeros`` | ``mean`` |
+            ``blur`` (then ``nr_samples`` copies are identical; set it to 1).
+        softmax: use probabilities (Quantus's default) instead of logits.
+        seed: seeds the uniform values.
+    """
+
+    name = "monotonicity_correlation"
+    category = "faithfulness"
+    higher_is_better = True
+
+    def __init__(self, nr_samples: int = 100, features_in_step: int = 1, eps: float = 1e-5,
+                 perturb_baseline: str = "uniform", softmax: bool = True, seed: int | None = 0) -> None:
+        self.nr_samples = P.check_int("nr_samples", nr_samples)
+        self.features_in_step = P.check_int("features_in_step", features_in_step)
+        if not float(eps) >= 0:
+            raise ValueError(f"eps must be >= 0, got {eps!r}")
+        self.eps = float(eps)
+        self.perturb_baseline = P.check_choice("perturb_baseline", perturb_baseline, ("uniform", *P.SUBSTRATES))
+        self.softmax = bool(softmax)
+        self.seed = seed
+
+    def score(self, model, images, targets, maps, *, masks=None, explainer=None) -> Tensor:
+        n, _, h, w = images.shape
+        n_steps = math.ceil(h * w / self.features_in_step)
+        k = self.nr_samples
+        rel = P.pixel_relevance(maps, absolute=True)
+        step = P.ranks(rel, descending=False) // self.features_in_step
+        if self.perturb_baseline == "uniform":
+            u = torch.rand(n_steps * k, generator=P.generator(self.seed)).to(images)
+
+            def make(i: Tensor, s: Tensor) -> Tensor:  # variant 0: unperturbed; 1 + g·k + j: group g, draw j
+                mask = (step[i] == ((s - 1) // k)[:, None]).view(-1, 1, h, w)
+                return torch.where(mask, u[(s - 1).clamp(min=0)].view(-1, 1, 1, 1), images[i])
+        else:
+            fill = P.substrate(images, self.perturb_baseline)
+            make = _replace(images, fill, lambda i, s: step[i] == ((s - 1) // k)[:, None])
+        y = P.perturbed_scores(model, images, targets, n_steps * k + 1, make, softmax=self.softmax)
+        y0 = y[:, 0]
+        inv = torch.where(y0.abs() >= self.eps, 1 / y0.abs(), torch.ones_like(y0)) ** 2
+        var = (y[:, 1:].view(n, n_steps, k) - y0[:, None, None]).square().mean(-1) * inv[:, None]
+        att = rel.new_zeros(n, n_steps).scatter_add_(1, step, rel)
+        return P.spearman(att, var)
