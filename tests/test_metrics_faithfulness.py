@@ -22,6 +22,7 @@ FAMILY = {
     "deletion": "Deletion", "insertion": "Insertion", "pixel_flipping": "PixelFlipping",
     "region_perturbation": "RegionPerturbation", "faithfulness_correlation": "FaithfulnessCorrelation",
     "faithfulness_estimate": "FaithfulnessEstimate", "monotonicity_correlation": "MonotonicityCorrelation",
+    "infidelity": "Infidelity", "infidelity_gaussian": "Infidelity",
 }
 S5 = 1 / (1 + math.exp(-5))  # σ(5): the model's probability with the corner patch at 1; σ(−5) = 1 − S5 at 0
 
@@ -207,18 +208,36 @@ def test_monotonicity_correlation_hand_computed_signs():
     assert torch.equal(uni(model, x, [1, 1], exact), uni(model, x, [1, 1], exact))
 
 
+def test_infidelity_is_zero_for_the_gradient_of_a_linear_model():
+    model, x, _ = _linear_case()
+    grad = model.w.detach().expand_as(x)  # Iᵀ∇f = f(x) − f(x − I) exactly
+    for metric in (F.Infidelity(perturb_baseline="zeros", patch_sizes=[3, 4]), F.Infidelity(perturbation="gaussian")):
+        assert torch.allclose(metric(model, x, [1, 1], grad), torch.zeros(2), atol=1e-8)
+
+
+def test_infidelity_square_hand_computed():
+    model, x, _ = _linear_case()
+    grad = model.w.detach().expand_as(x)
+    # with 2·∇f the error of each cumulative removal equals its logit drop: INFD = mean_k (Σ_{removed} w·x)²
+    got = F.Infidelity(perturb_baseline="zeros", patch_sizes=[4])(model, x, [1, 1], 2 * grad)
+    wx = (x * model.w).detach()[:, 0]
+    squares = torch.stack([wx[:, :4, :4], wx[:, :4, 4:], wx[:, 4:, :4], wx[:, 4:, 4:]], 1).sum((2, 3))
+    assert torch.allclose(got, squares.cumsum(1).square().mean(1), atol=1e-5)
+
+
 # ---------------------------------------------------------------- family-wide
 
 
-def _cheap(cls: type) -> object:
+def _cheap(cls: type, name: str) -> object:
     settings = {
         "deletion": {}, "insertion": {}, "pixel_flipping": {"features_in_step": 8},
         "region_perturbation": {"patch_size": 4, "regions_evaluation": 5, "order": "random"},
         "faithfulness_correlation": {"nr_runs": 10, "subset_size": 8},
         "faithfulness_estimate": {"features_in_step": 8},
         "monotonicity_correlation": {"features_in_step": 16, "nr_samples": 3},
+        "infidelity": {"patch_sizes": [4, 5]}, "infidelity_gaussian": {"perturbation": "gaussian"},
     }
-    return cls(**settings[cls.name])
+    return cls(**settings[name])
 
 
 @pytest.mark.parametrize("name", sorted(FAMILY))
@@ -227,12 +246,12 @@ def test_batch_invariance_and_seeded_determinism(name):
     if cls is None:
         pytest.skip(f"{name} not implemented")
     model, (images, targets, maps) = small_cnn(), random_batch()
-    metric = _cheap(cls)
+    metric = _cheap(cls, name)
     batch = metric(model, images, targets, maps)
     assert batch.shape == (3,) and batch.dtype == torch.float32
     alone = torch.cat([metric(model, images[i:i + 1], targets[i:i + 1], maps[i:i + 1]) for i in range(3)])
     assert torch.allclose(batch, alone, atol=1e-5, equal_nan=True)
-    assert torch.equal(_cheap(cls)(model, images, targets, maps), batch)
+    assert torch.equal(_cheap(cls, name)(model, images, targets, maps), batch)
     # an N×C×H×W map is summed over its channels
     assert torch.allclose(metric(model, images, targets, maps.repeat(1, 3, 1, 1) / 3), batch, atol=1e-5,
                           equal_nan=True)
@@ -269,6 +288,10 @@ def test_every_family_metric_has_a_yaml():
     (F.FaithfulnessCorrelation, {"nr_runs": 1}, "nr_runs"),
     (F.FaithfulnessEstimate, {"features_in_step": 1.5}, "features_in_step"),
     (F.MonotonicityCorrelation, {"eps": -1}, "eps"),
+    (F.Infidelity, {"perturbation": "blur"}, "perturbation"),
+    (F.Infidelity, {"patch_sizes": []}, "patch_sizes"),
+    (F.Infidelity, {"patch_sizes": [0]}, "patch_sizes"),
+    (F.Infidelity, {"noise_std": 0}, "noise_std"),
 ])
 def test_bad_settings_name_the_argument(cls, kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -28,6 +28,7 @@ __all__ = [
     "Deletion",
     "FaithfulnessCorrelation",
     "FaithfulnessEstimate",
+    "Infidelity",
     "Insertion",
     "MonotonicityCorrelation",
     "PixelFlipping",
@@ -383,3 +384,73 @@ class MonotonicityCorrelation(ExplanationMetric):
         var = (y[:, 1:].view(n, n_steps, k) - y0[:, None, None]).square().mean(-1) * inv[:, None]
         att = rel.new_zeros(n, n_steps).scatter_add_(1, step, rel)
         return P.spearman(att, var)
+
+
+@register_metric
+class Infidelity(ExplanationMetric):
+    """Infidelity (Yeh et al. 2019, "On the (In)fidelity and Sensitivity of Explanations", NeurIPS), with Quantus's
+    ``Infidelity`` as the default perturbation.
+
+    ``INFD = E_I[(Iᵀa − (f(x) − f(x − I)))²]`` on the target's logit: how badly the attribution, used as a linear
+    model of the output, predicts the output change under perturbations ``I``. Lower is better; 0 for the gradient
+    of a linear model. Two perturbation families:
+
+    - ``square`` (Quantus's default): for each ``patch_size``, the ``patch_size``² squares of the image (Quantus's
+      padded grid, row-major) are set to the baseline one after another, cumulatively; ``I = x − x_k`` after square
+      ``k``; the squared errors are averaged over the squares, then over the patch sizes. (Quantus repeats this
+      ``n_perturb_samples`` times, identically for a fixed baseline: here it is done once.)
+    - ``gaussian`` (Yeh et al.'s noisy baseline): ``n_perturb_samples`` draws of ``I ~ N(0, noise_std²)`` per channel
+      value, the same draws for every image (from ``seed``); inputs are not clipped.
+
+    The attribution of a pixel multiplies ``I`` summed over the pixel's channels.
+
+    Args:
+        perturbation: ``square`` | ``gaussian``.
+        patch_sizes: square sides in pixels (Quantus: ``[4]``).
+        perturb_baseline: what squares become: ``black`` (Quantus's default) | ``zeros`` | ``mean`` | ``blur``.
+        n_perturb_samples: Gaussian draws (Quantus: 10).
+        noise_std: σ of the Gaussian perturbation, in pixel units.
+        softmax: use probabilities instead of logits (Quantus's default: logits).
+        seed: seeds the Gaussian draws.
+    """
+
+    name = "infidelity"
+    category = "faithfulness"
+    higher_is_better = False
+    PERTURBATIONS = ("square", "gaussian")
+
+    def __init__(self, perturbation: str = "square", patch_sizes: tuple[int, ...] | list[int] = (4,),
+                 perturb_baseline: str = "black", n_perturb_samples: int = 10, noise_std: float = 0.1,
+                 softmax: bool = False, seed: int | None = 0) -> None:
+        self.perturbation = P.check_choice("perturbation", perturbation, self.PERTURBATIONS)
+        if isinstance(patch_sizes, int) or not len(patch_sizes):
+            raise ValueError(f"patch_sizes must be a non-empty list of integers, got {patch_sizes!r}")
+        self.patch_sizes = tuple(P.check_int("patch_sizes", p) for p in patch_sizes)
+        self.perturb_baseline = P.check_choice("perturb_baseline", perturb_baseline, P.SUBSTRATES)
+        self.n_perturb_samples = P.check_int("n_perturb_samples", n_perturb_samples)
+        if not float(noise_std) > 0:
+            raise ValueError(f"noise_std must be > 0, got {noise_std!r}")
+        self.noise_std = float(noise_std)
+        self.softmax = bool(softmax)
+        self.seed = seed
+
+    def score(self, model, images, targets, maps, *, masks=None, explainer=None) -> Tensor:
+        rel = P.pixel_relevance(maps)
+        if self.perturbation == "gaussian":
+            noise = torch.randn(self.n_perturb_samples, *images.shape[1:], generator=P.generator(self.seed))
+            noise = torch.cat([noise.new_zeros(1, *noise.shape[1:]), noise]).to(images)  # variant 0: unperturbed
+            y = P.perturbed_scores(model, images, targets, noise.shape[0], lambda i, s: images[i] - noise[s],
+                                   softmax=self.softmax)
+            a_dot_i = rel @ noise[1:].sum(1).flatten(1).T
+            return ((a_dot_i - (y[:, :1] - y[:, 1:])) ** 2).mean(-1)
+        n, _, h, w = images.shape
+        fill = P.substrate(images, self.perturb_baseline)
+        contrib = rel * (images - fill).sum(1).flatten(1)  # a · I of a pixel once it is removed
+        losses = []
+        for ps in self.patch_sizes:  # a few sizes: a loop over settings, not images
+            pid, n_patches = RegionPerturbation(patch_size=ps).patch_ids(h, w, images.device)
+            make = _replace(images, fill, lambda i, s, pid=pid: pid[None, :] < s[:, None])
+            y = P.perturbed_scores(model, images, targets, n_patches + 1, make, softmax=self.softmax)
+            a_dot_i = contrib.new_zeros(n, n_patches).index_add_(1, pid, contrib).cumsum(1)
+            losses.append(((a_dot_i - (y[:, :1] - y[:, 1:])) ** 2).mean(-1))
+        return torch.stack(losses).mean(0)
