@@ -22,7 +22,7 @@ FAMILY = {
     "deletion": "Deletion", "insertion": "Insertion", "pixel_flipping": "PixelFlipping",
     "region_perturbation": "RegionPerturbation", "faithfulness_correlation": "FaithfulnessCorrelation",
     "faithfulness_estimate": "FaithfulnessEstimate", "monotonicity_correlation": "MonotonicityCorrelation",
-    "infidelity": "Infidelity", "infidelity_gaussian": "Infidelity",
+    "infidelity": "Infidelity", "infidelity_gaussian": "Infidelity", "irof": "IROF", "irof_grid": "IROF",
 }
 S5 = 1 / (1 + math.exp(-5))  # σ(5): the model's probability with the corner patch at 1; σ(−5) = 1 − S5 at 0
 
@@ -225,6 +225,25 @@ def test_infidelity_square_hand_computed():
     assert torch.allclose(got, squares.cumsum(1).square().mean(1), atol=1e-5)
 
 
+def test_irof_hand_computed_area_over_the_curve():
+    kw = {"segmentation_method": "grid", "segmentation_kwargs": {"patch_size": 2}, "perturb_baseline": "zeros"}
+    q = (1 - S5) / S5  # relative probability once the corner is gone
+    got = F.IROF(**kw)(CornerModel(), ONES, ONE, corner_map()).item()
+    assert got == pytest.approx(16 - 15 * q, abs=1e-5)  # 16 segments, the corner first
+    got = F.IROF(**kw)(CornerModel(), ONES, ONE, corner_map(reverse=True)).item()
+    assert got == pytest.approx(16 - 14 - (1 + q) / 2, abs=1e-5)
+
+
+def test_irof_slic_runs_on_images_with_different_segment_counts():
+    images, targets, maps = random_batch(2, 16)
+    images[1] = 0.5  # a flat image: far fewer SLIC segments than a noisy one
+    model, metric = small_cnn(), F.IROF()
+    out = metric(model, images, targets, maps)
+    assert out.shape == (2,) and torch.isfinite(out).all()
+    alone = torch.cat([metric(model, images[i:i + 1], targets[i:i + 1], maps[i:i + 1]) for i in range(2)])
+    assert torch.allclose(out, alone, atol=1e-5)  # each curve ends at its own K
+
+
 # ---------------------------------------------------------------- family-wide
 
 
@@ -236,6 +255,8 @@ def _cheap(cls: type, name: str) -> object:
         "faithfulness_estimate": {"features_in_step": 8},
         "monotonicity_correlation": {"features_in_step": 16, "nr_samples": 3},
         "infidelity": {"patch_sizes": [4, 5]}, "infidelity_gaussian": {"perturbation": "gaussian"},
+        "irof": {"segmentation_kwargs": {"n_segments": 6}},
+        "irof_grid": {"segmentation_method": "grid", "segmentation_kwargs": {"patch_size": 5}},
     }
     return cls(**settings[name])
 
@@ -292,6 +313,7 @@ def test_every_family_metric_has_a_yaml():
     (F.Infidelity, {"patch_sizes": []}, "patch_sizes"),
     (F.Infidelity, {"patch_sizes": [0]}, "patch_sizes"),
     (F.Infidelity, {"noise_std": 0}, "noise_std"),
+    (F.IROF, {"segmentation_method": "felzenszwalb"}, "segmentation_method"),
 ])
 def test_bad_settings_name_the_argument(cls, kwargs, match):
     with pytest.raises(ValueError, match=match):
