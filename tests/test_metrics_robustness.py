@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from torch import nn
 from xai_bench.metrics.explanation import METRICS
 from xai_bench.metrics.explanation.robustness import (
     AvgSensitivity,
+    Continuity,
     LocalLipschitzEstimate,
     MaxSensitivity,
     RelativeInputStability,
@@ -23,7 +25,7 @@ from xai_bench.utils import build
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "metric"
 NAMES = ["max_sensitivity", "avg_sensitivity", "local_lipschitz_estimate", "relative_input_stability",
-         "relative_output_stability", "relative_representation_stability"]
+         "relative_output_stability", "relative_representation_stability", "continuity"]
 
 
 class Identity2Class(nn.Module):
@@ -198,6 +200,24 @@ def test_relative_representation_stability_uses_the_default_layer_and_removes_it
         RelativeRepresentationStability(layer="nope", nr_samples=2)(model, x, 0, x, explainer=identity_explainer())
 
 
+# ---------------------------------------------------------------- continuity
+
+
+def test_continuity_of_a_single_bright_pixel_is_l1_over_l2_of_the_worst_shift():
+    x = torch.zeros(2, 1, 1, 4)
+    x[:, 0, 0, 0] = 1.0
+    metric = Continuity(nr_steps=3)
+    assert metric.shifts(4) == [-1, 2, 5]  # ⌊9/3⌋ = 3 pixels apart, starting at −W + 3
+    explain = identity_explainer()
+    # t=−1 and t=5 push the pixel out: Δ = [1,0,0,0] → 1; t=2: Δ = [1,0,−1,0] → ‖Δ‖₁/‖Δ‖₂ = √2
+    s = metric(Identity2Class(), x, 0, x, explainer=explain)
+    torch.testing.assert_close(s, torch.full((2,), math.sqrt(2)))
+    assert explain.calls == [6]
+    x[1, 0, 0, 1] = 0.5  # [1, .5, 0, 0]: t=2 → Δ = [1, .5, −1, −.5]: 3 / √2.5
+    s = metric(Identity2Class(), x, 0, x, explainer=explain)
+    torch.testing.assert_close(s, torch.tensor([math.sqrt(2), 3 / math.sqrt(2.5)]))
+
+
 # ---------------------------------------------------------------- contract
 
 
@@ -208,13 +228,16 @@ def test_batch_invariance_and_seeding_on_a_cnn(name):
     y = torch.tensor([0, 1, 2])
     explain = saliency(model)
     maps = explain(x, y)
-    metric = METRICS.get(name)(nr_samples=4, nan_on_prediction_change=False)
+    size = {"nr_steps": 5} if name == "continuity" else {"nr_samples": 4}
+    metric = METRICS.get(name)(**size, nan_on_prediction_change=False)
     batch = metric(model, x, y, maps, explainer=explain)
     alone = torch.cat([metric(model, x[i:i + 1], y[i:i + 1], maps[i:i + 1], explainer=explain) for i in range(3)])
     torch.testing.assert_close(batch, alone, rtol=1e-4, atol=1e-6)
     assert batch.isfinite().all() and (batch > 0).all()
-    again = METRICS.get(name)(nr_samples=4, nan_on_prediction_change=False)(model, x, y, maps, explainer=explain)
+    again = METRICS.get(name)(**size, nan_on_prediction_change=False)(model, x, y, maps, explainer=explain)
     assert torch.equal(batch, again)
+    if name == "continuity":
+        return  # deterministic: no seed
     other = METRICS.get(name)(nr_samples=4, seed=1, nan_on_prediction_change=False)(model, x, y, maps,
                                                                                     explainer=explain)
     assert not torch.equal(batch, other)
@@ -228,6 +251,7 @@ def test_yaml_builds_the_registered_class_with_its_facts(name):
     metric = build(OmegaConf.load(path))
     assert type(metric) is METRICS.get(name) and metric.name == name
     assert metric.category == "robustness" and not metric.higher_is_better and metric.needs_explainer
+    assert set(OmegaConf.load(path)) - {"_target_"} <= set(inspect.signature(type(metric)).parameters)
 
 
 def test_settings_are_validated_and_explainer_is_required():

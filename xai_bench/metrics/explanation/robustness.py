@@ -30,6 +30,7 @@ from xai_bench.metrics.explanation.base import ExplanationMetric, register_metri
 
 __all__ = [
     "AvgSensitivity",
+    "Continuity",
     "LocalLipschitzEstimate",
     "MaxSensitivity",
     "RelativeInputStability",
@@ -63,6 +64,7 @@ class _SampledRobustness(ExplanationMetric):
     aggregate = "max"
     uses_logits = False  # the objective needs the model's logits on the perturbed images
     uses_layer = False  # ... and a layer's output
+    compare_with_target = False  # a "changed prediction" differs from the target (else: from the clean prediction)
 
     def __init__(self, *, nr_samples: int, seed: int | None, clip: bool, nan_on_prediction_change: bool,
                  samples_per_call: int | None) -> None:
@@ -80,6 +82,10 @@ class _SampledRobustness(ExplanationMetric):
         return f"{type(self).__name__}({keys})"
 
     # -- to implement -------------------------------------------------------------------------------------------
+    def _perturbations(self, images: Tensor, start: int, k: int, gen: torch.Generator | None) -> Tensor:
+        """Perturbed copies ``N×k×C×H×W`` of ``images``, samples ``start … start + k − 1``; default: added noise."""
+        return images[:, None] + self._noise(k, images.shape[1:], images.device, gen)[None]
+
     def _noise(self, k: int, shape: torch.Size, device: torch.device, gen: torch.Generator | None) -> Tensor:
         raise NotImplementedError
 
@@ -108,7 +114,7 @@ class _SampledRobustness(ExplanationMetric):
         values = []
         for start in range(0, self.nr_samples, step):
             k = min(step, self.nr_samples - start)
-            xs = images[:, None] + self._noise(k, images.shape[1:], device, gen)[None]
+            xs = self._perturbations(images, start, k, gen)
             if self.clip:
                 xs = xs.clamp(0, 1)
             flat = xs.flatten(0, 1)
@@ -119,7 +125,8 @@ class _SampledRobustness(ExplanationMetric):
                 outs = (rep_s if self.uses_layer else logits_s).view(n, k, -1)
             v = self._objective(images[:, None], xs, e, es, None if out is None else out[:, None], outs)
             if self.nan_on_prediction_change:
-                v = v.masked_fill(logits_s.argmax(1).view(n, k) != pred[:, None], float("nan"))
+                ref = targets if self.compare_with_target else pred
+                v = v.masked_fill(logits_s.argmax(1).view(n, k) != ref[:, None], float("nan"))
             values.append(v)
         v = torch.cat(values, dim=1)
         return _nan_max(v) if self.aggregate == "max" else v.nanmean(1)
@@ -353,3 +360,64 @@ class RelativeRepresentationStability(_RelativeStability):
     def _denominator(self, x: Tensor, xs: Tensor, out: Tensor | None, outs: Tensor | None) -> Tensor:
         assert out is not None and outs is not None
         return self._relative(out, outs)
+
+
+@register_metric
+class Continuity(_SampledRobustness):
+    """Continuity: the largest ``‖e(x) − e(x_t)‖₁ / (‖x − x_t‖₂ + 1e-9)`` over horizontal translations ``x_t``.
+
+    Montavon, Samek & Müller, "Methods for Interpreting and Understanding Deep Neural Networks", Digital Signal
+    Processing 2018; Quantus ``Continuity`` (0.6: translations along x, black padding). The image is shifted by
+    ``t_s = −W + (s + 1) · ⌊(2W + 1) / nr_steps⌋`` pixels, ``s = 0 … nr_steps − 1`` (positive: to the right), and
+    re-explained; maps are made absolute and divided by their own max (Quantus's defaults ``abs=True``,
+    ``normalise=True``; Quantus normalises by the batch's max and re-explains the clean image, we use the given
+    map). Deterministic. Lower is better.
+
+    Args:
+        nr_steps: number of translations. Default: 28.
+        abs: take absolute values of the maps. Default: True.
+        normalise: divide each map by its max absolute value. Default: True.
+        nan_on_prediction_change: ignore translations whose prediction differs from the target. Default: False.
+        samples_per_call: translations per image in one explainer call (``None``: all). Default: None.
+    """
+
+    name = "continuity"
+    aggregate = "max"
+    compare_with_target = True
+
+    def __init__(self, nr_steps: int = 28, abs: bool = True, normalise: bool = True,
+                 nan_on_prediction_change: bool = False, samples_per_call: int | None = None) -> None:
+        super().__init__(nr_samples=_check_int("nr_steps", nr_steps), seed=None, clip=False,
+                         nan_on_prediction_change=nan_on_prediction_change, samples_per_call=samples_per_call)
+        self.abs = bool(abs)
+        self.normalise = bool(normalise)
+
+    def shifts(self, width: int) -> list[int]:
+        """The horizontal translations (pixels) for images ``width`` wide."""
+        dx = (2 * width + 1) // self.nr_samples
+        return [-width + (s + 1) * dx for s in range(self.nr_samples)]
+
+    def _perturbations(self, images: Tensor, start: int, k: int, gen: torch.Generator | None) -> Tensor:
+        width = images.shape[-1]
+        return torch.stack([_translate_x(images, t) for t in self.shifts(width)[start:start + k]], dim=1)
+
+    def _objective(self, x: Tensor, xs: Tensor, e: Tensor, es: Tensor, out: Tensor | None,
+                   outs: Tensor | None) -> Tensor:
+        if self.abs:
+            e, es = e.abs(), es.abs()
+        if self.normalise:
+            e, es = _normalise_by_max(e), _normalise_by_max(es)
+        return (e - es).flatten(2).abs().sum(2) / (_flat_norm(x - xs) + 1e-9)
+
+
+def _translate_x(images: Tensor, t: int) -> Tensor:
+    """Shift ``images`` by ``t`` pixels along the width (positive: right), filling with black (0)."""
+    out = torch.zeros_like(images)
+    width = images.shape[-1]
+    if abs(t) >= width:
+        return out
+    if t >= 0:
+        out[..., t:] = images[..., :width - t]
+    else:
+        out[..., :width + t] = images[..., -t:]
+    return out
