@@ -22,7 +22,7 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "metric"
 YAMLS = sorted(CONF_DIR.glob("*.yaml"))
 # Only keys a file already has are lowered (a metric's cost on 2 images × 16² must stay well under a second).
 CHEAP = {"nr_samples": 3, "nr_runs": 4, "n_perturb_samples": 2, "features_in_step": 16, "subset_size": 16,
-         "patch_sizes": [4], "patch_size": 4, "k": 20, "win_size": 3, "nr_steps": 3, "segmentation_kwargs": None}
+         "patch_sizes": [4], "patch_size": 4, "win_size": 3, "nr_steps": 3, "segmentation_kwargs": None}
 
 
 def tiny_model() -> ImageClassifier:
@@ -37,6 +37,8 @@ def load(path: Path) -> ExplanationMetric:
     for key, value in CHEAP.items():
         if key in node and not (key == "segmentation_kwargs" or value is None):
             node[key] = value
+    if isinstance(node.get("k"), int) and node.k > 1:  # top-k in pixels (a fraction elsewhere)
+        node.k = 20
     return instantiate(node)
 
 
