@@ -14,7 +14,8 @@ from skimage.metrics import structural_similarity
 from torch import nn
 
 from xai_bench.metrics.explanation import METRICS
-from xai_bench.metrics.explanation._similarity import average_ranks, minmax_normalise, spearman, ssim, topk_iou
+from xai_bench.metrics.explanation._similarity import minmax_normalise, spearman, ssim, topk_iou
+from xai_bench.metrics.explanation._stats import average_ranks
 from xai_bench.metrics.explanation.stability import AttackStability, CorruptionStability
 from xai_bench.utils import build
 
@@ -43,7 +44,7 @@ def test_spearman_matches_scipy_with_ties():
 
 
 def test_average_ranks_share_ties():
-    assert average_ranks(torch.tensor([[3.0, 1.0, 3.0, 2.0]])).tolist() == [[2.5, 0.0, 2.5, 1.0]]
+    assert average_ranks(torch.tensor([[3.0, 1.0, 3.0, 2.0]])).tolist() == [[3.5, 1.0, 3.5, 2.0]]  # 1-based
 
 
 def test_ssim_matches_scikit_image():

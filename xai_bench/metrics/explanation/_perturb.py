@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from xai_bench.metrics.explanation._stats import spearman
 from xai_bench.metrics.explanation.base import model_scores
 from xai_bench.ops import gaussian_filter
 
@@ -138,16 +139,3 @@ def pearson(a: Tensor, b: Tensor) -> Tensor:
     den = (a.square().sum(-1) * b.square().sum(-1)).sqrt()
     r = (a * b).sum(-1) / den
     return torch.where(den > 0, r, torch.full_like(r, float("nan"))).clamp(-1, 1).float()
-
-
-def _average_ranks(x: Tensor) -> Tensor:
-    """Row-wise ranks with ties given their average rank (``scipy.stats.rankdata``'s default)."""
-    s = x.sort(-1).values.contiguous()
-    lo = torch.searchsorted(s, x.contiguous(), right=False)
-    hi = torch.searchsorted(s, x.contiguous(), right=True)
-    return (lo + hi - 1).double() / 2
-
-
-def spearman(a: Tensor, b: Tensor) -> Tensor:
-    """Spearman rank correlation of each row pair (average ranks for ties, as ``scipy.stats.spearmanr``)."""
-    return pearson(_average_ranks(a.double()), _average_ranks(b.double()))

@@ -12,7 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["average_ranks", "minmax_normalise", "spearman", "ssim", "topk_iou"]
+from xai_bench.metrics.explanation._stats import spearman  # one Spearman for every family
+
+__all__ = ["minmax_normalise", "spearman", "ssim", "topk_iou"]
+
 
 
 def _flat_pair(a: Tensor, b: Tensor, name: str) -> tuple[Tensor, Tensor]:
@@ -21,35 +24,6 @@ def _flat_pair(a: Tensor, b: Tensor, name: str) -> tuple[Tensor, Tensor]:
     if a.ndim < 2:
         raise ValueError(f"{name}: expected batches N×…, got shape {tuple(a.shape)}")
     return a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
-
-
-def average_ranks(x: Tensor) -> Tensor:
-    """Ranks (0-based) along the last dim of ``x`` (``N×D``), ties sharing the average of their ranks (float64)."""
-    n, d = x.shape
-    values, order = x.sort(dim=1)
-    new_group = torch.ones_like(values, dtype=torch.bool)
-    new_group[:, 1:] = values[:, 1:] != values[:, :-1]
-    group = new_group.long().cumsum(1) - 1  # group id of each sorted position, per row
-    pos = torch.arange(d, device=x.device, dtype=torch.float64).expand(n, d)
-    first = torch.full((n, d), float(d), device=x.device, dtype=torch.float64).scatter_reduce(
-        1, group, pos, reduce="amin")
-    last = torch.full((n, d), -1.0, device=x.device, dtype=torch.float64).scatter_reduce(1, group, pos, reduce="amax")
-    sorted_ranks = (first.gather(1, group) + last.gather(1, group)) / 2
-    return torch.empty_like(sorted_ranks).scatter_(1, order, sorted_ranks)
-
-
-def spearman(a: Tensor, b: Tensor) -> Tensor:
-    """Spearman rank correlation of each pair ``a[i]``, ``b[i]`` (flattened), ties given average ranks.
-
-    Returns ``Tensor[N]`` (float32); NaN where either map is constant (as ``scipy.stats.spearmanr``).
-    """
-    a, b = _flat_pair(a, b, "spearman")
-    ra, rb = average_ranks(a), average_ranks(b)
-    ra = ra - ra.mean(1, keepdim=True)
-    rb = rb - rb.mean(1, keepdim=True)
-    den = (ra.square().sum(1) * rb.square().sum(1)).sqrt()
-    out = (ra * rb).sum(1) / den
-    return out.masked_fill(den == 0, float("nan")).clamp(-1, 1).float()
 
 
 def topk_iou(a: Tensor, b: Tensor, k: float = 0.1) -> Tensor:

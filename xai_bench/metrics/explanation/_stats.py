@@ -55,11 +55,12 @@ def spearman(a: Tensor, b: Tensor) -> Tensor:
         ``Tensor[N]`` (float32); NaN where a map is constant, as ``scipy.stats.spearmanr`` returns.
     """
     if a.shape != b.shape:
-        raise ValueError(f"spearman: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
+        raise ValueError(f"spearman: the two batches must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     ra, rb = average_ranks(a.flatten(1)), average_ranks(b.flatten(1))
     ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
     den = (ra.square().sum(1) * rb.square().sum(1)).sqrt()
-    return ((ra * rb).sum(1) / den).float()
+    out = (ra * rb).sum(1) / den
+    return out.masked_fill(den == 0, float("nan")).clamp(-1, 1).float()
 
 
 def ssim(a: Tensor, b: Tensor, *, win_size: int = 7, data_range: Tensor | float | None = None,
