@@ -55,7 +55,8 @@ def spearman(a: Tensor, b: Tensor) -> Tensor:
         ``Tensor[N]`` (float32); NaN where a map is constant, as ``scipy.stats.spearmanr`` returns.
     """
     if a.shape != b.shape:
-        raise ValueError(f"spearman: the two batches must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(f"spearman: the two batches must have the same shape, got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
     ra, rb = average_ranks(a.flatten(1)), average_ranks(b.flatten(1))
     ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
     den = (ra.square().sum(1) * rb.square().sum(1)).sqrt()
