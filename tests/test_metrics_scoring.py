@@ -86,3 +86,37 @@ def test_masks_missing_skips_localisation_with_a_warning(caplog):
     scores = score_methods({"mask_mass": MaskMass()}, None, torch.rand(1, 3, 4, 4), torch.tensor([0]),
                            {"m": torch.rand(1, 1, 4, 4)})
     assert scores == {"m": {}} and "needs ground-truth masks" in caplog.text
+
+
+def test_score_task_on_saved_maps(compose, tmp_path):
+    """explain.py writes maps.safetensors; the score task scores them without recomputing maps, and agrees with
+    scoring the same maps inside explain.py."""
+    import json
+
+    from xai_bench.tasks import explain, score
+
+    data = ["dataset=synthetic_shapes", "dataset.n_train=0", "dataset.n_val=0", "dataset.n_test=4",
+            "dataset.image_size=32", "model=small_cnn", "logger=none", "progress=false"]
+    both = ["attribution=[saliency,random_map]", "metric=[sparseness,deletion]"]
+    explain.run(compose("explain", [*data, *both], tmp_path / "explain"))
+    inside = json.loads((tmp_path / "explain" / "results.json").read_text())["metrics"]["explanation_metrics"]
+    cfg = compose("score", [f"maps={tmp_path / 'explain' / 'maps.safetensors'}", "model=small_cnn",
+                            "model.num_classes=6", "model.input_size=32", "logger=none",
+                            "metric=[sparseness,deletion]"], tmp_path / "score")
+    # the model must be the one that made the maps: small_cnn with random weights is rebuilt from the same seed
+    metrics = score.run(cfg)
+    assert metrics["methods"] == ["saliency", "random_map"] and metrics["n_maps"] == 4
+    rows = {(r["method"], r["metric"]): r for r in _csv(tmp_path / "score" / "tables" / "metrics.csv")}
+    assert math.isclose(float(rows["saliency", "sparseness"]["mean"]), inside["saliency"]["sparseness"]["mean"],
+                        rel_tol=1e-5)
+    assert (tmp_path / "score" / "figures" / "metrics.png").is_file()
+    with pytest.raises(FileNotFoundError, match="maps="):
+        score.run(compose("score", ["maps=/nonexistent.safetensors", "logger=none", "metric=[sparseness]"],
+                          tmp_path / "bad"))
+
+
+def _csv(path):
+    import csv
+
+    with open(path) as f:
+        return list(csv.DictReader(f))

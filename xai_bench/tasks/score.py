@@ -38,7 +38,8 @@ def load_maps(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict[str, t
         raise ValueError(f"maps={path} lacks {missing}: not a maps.safetensors written by explain.py")
     with safe_open(str(path), "pt") as f:
         meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
-    maps = {k: v for k, v in tensors.items() if k not in _RESERVED}
+    order = meta.get("methods") or sorted(k for k in tensors if k not in _RESERVED)  # safetensors sorts its keys
+    maps = {k: tensors[k] for k in order if k in tensors and k not in _RESERVED}
     if not maps:
         raise ValueError(f"maps={path} holds no method's maps")
     return tensors["images"], tensors["targets"].long(), maps, meta
