@@ -15,7 +15,7 @@ GROUP_FILES = sorted((p.parent.name, p.stem) for p in CONF_DIR.glob("*/*.yaml") 
 TASK_OF_GROUP = {"dataset": "train", "model": "train", "trainer": "train", "optim": "train", "scheduler": "train",
                  "logger": "train", "paths": "train", "debug": "train", "experiment": "train",
                  "hparams_search": "train", "corruption": "evaluate", "attribution": "explain", "attack": "attack",
-                 "ensemble": "evaluate", "metric": "explain", "explain": "explain"}
+                 "ensemble": "evaluate", "metric": "explain", "metric_suite": "explain", "explain": "explain"}
 NEEDS_VALUE = {("dataset", "imagefolder"): ["dataset.root=/nonexistent"], ("dataset", "images"): ["dataset.root=/x"],
                ("model", "checkpoint"): ["model.path=/x"]}
 
