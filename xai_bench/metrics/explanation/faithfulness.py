@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -50,7 +51,34 @@ def _replace(images: Tensor, fill: Tensor, replaced: Callable[[Tensor, Tensor], 
 
 
 class _CurveMetric(ExplanationMetric):
-    """A metric whose score summarises a per-image curve; :meth:`curves` returns the curves themselves."""
+    """A metric whose score summarises a per-image curve; :meth:`curves` returns the curves themselves, and
+    :meth:`score_details` the scores with the curves they came from (one pass, for the run's curve figure).
+
+    Subclasses implement :meth:`_curves` and :meth:`_summarise`; ``curve_xlabel`` names the x axis of the curve.
+    """
+
+    curve_xlabel: str = "step"
+    softmax: bool = True
+
+    @property
+    def curve_ylabel(self) -> str:
+        """What the curve's y axis is (the target's softmax probability or its logit)."""
+        return "target class probability" if self.softmax else "target class logit"
+
+    def score(self, model, images, targets, maps, *, masks=None, explainer=None) -> Tensor:
+        return self._summarise(*self._curves(model, images, targets, maps))
+
+    def score_details(self, model, images, targets, maps, *, masks=None, explainer=None
+                      ) -> tuple[Tensor, dict[str, Any]]:
+        """Scores and ``curve`` (``N×T``), ``x`` (``T``), ``xlabel``, ``ylabel``, all on the CPU."""
+        curve, x = self._curves(model, images, targets, maps)
+        details = {"curve": curve.detach().float().cpu(), "x": x.detach().float().cpu(),
+                   "xlabel": self.curve_xlabel, "ylabel": self.curve_ylabel}
+        return self._summarise(curve, x), details
+
+    def _summarise(self, curve: Tensor, x: Tensor) -> Tensor:
+        """The per-image score of curves ``N×T`` over ``x``."""
+        raise NotImplementedError
 
     def curves(self, model: nn.Module, images: Tensor, targets: object, maps: Tensor) -> Tensor:
         """The per-image curves behind the score (``N×T``, float, on the CPU), e.g. for figures."""
@@ -86,6 +114,7 @@ class Deletion(_CurveMetric):
     name = "deletion"
     category = "faithfulness"
     higher_is_better = False
+    curve_xlabel = "fraction of pixels removed"
     _insert = False
 
     def __init__(self, pixels_per_step: int | None = None, substrate: str = "zeros", blur_sigma: float = 5.0,
@@ -117,8 +146,7 @@ class Deletion(_CurveMetric):
         curve = P.perturbed_scores(model, images, targets, n_steps + 1, make, softmax=self.softmax)
         return curve, counts.float() / n_pix
 
-    def score(self, model, images, targets, maps, *, masks=None, explainer=None) -> Tensor:
-        curve, x = self._curves(model, images, targets, maps)
+    def _summarise(self, curve: Tensor, x: Tensor) -> Tensor:
         return P.trapezoid(curve, x)
 
 
@@ -133,6 +161,7 @@ class Insertion(Deletion):
 
     name = "insertion"
     higher_is_better = True
+    curve_xlabel = "fraction of pixels inserted"
     _insert = True
 
     def __init__(self, pixels_per_step: int | None = None, substrate: str = "blur", blur_sigma: float = 5.0,
@@ -161,6 +190,7 @@ class PixelFlipping(_CurveMetric):
     name = "pixel_flipping"
     category = "faithfulness"
     higher_is_better = False
+    curve_xlabel = "pixels flipped"
 
     def __init__(self, features_in_step: int = 1, perturb_baseline: str = "black", softmax: bool = True) -> None:
         self.features_in_step = P.check_int("features_in_step", features_in_step)
@@ -177,8 +207,8 @@ class PixelFlipping(_CurveMetric):
         curve = P.perturbed_scores(model, images, targets, n_steps, make, softmax=self.softmax)
         return curve, counts.float()
 
-    def score(self, model, images, targets, maps, *, masks=None, explainer=None) -> Tensor:
-        return P.trapezoid(self._curves(model, images, targets, maps)[0], dx=1.0)
+    def _summarise(self, curve: Tensor, x: Tensor) -> Tensor:
+        return P.trapezoid(curve, dx=1.0)
 
 
 @register_metric
@@ -205,7 +235,12 @@ class RegionPerturbation(_CurveMetric):
     name = "region_perturbation"
     category = "faithfulness"
     higher_is_better = True
+    curve_xlabel = "patches perturbed"
     ORDERS = ("morf", "lerf", "random")
+
+    @property
+    def curve_ylabel(self) -> str:
+        return f"drop of the target {'probability' if self.softmax else 'logit'}, f(x) − f(x_k)"
 
     def __init__(self, patch_size: int = 8, order: str = "morf", regions_evaluation: int = 100,
                  perturb_baseline: str = "black", softmax: bool = True, seed: int | None = 0) -> None:
@@ -241,8 +276,8 @@ class RegionPerturbation(_CurveMetric):
         scores = P.perturbed_scores(model, images, targets, n_regions + 1, make, softmax=self.softmax)
         return scores[:, :1] - scores, torch.arange(n_regions + 1, device=images.device).float()
 
-    def score(self, model, images, targets, maps, *, masks=None, explainer=None) -> Tensor:
-        return self._curves(model, images, targets, maps)[0].mean(-1)
+    def _summarise(self, curve: Tensor, x: Tensor) -> Tensor:
+        return curve.mean(-1)
 
 
 @register_metric
