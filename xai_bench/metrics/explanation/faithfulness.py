@@ -58,6 +58,7 @@ class _CurveMetric(ExplanationMetric):
     """
 
     curve_xlabel: str = "step"
+    score_label: str = "AUC"  # what the score is as a summary of the curve
     softmax: bool = True
 
     @property
@@ -73,7 +74,7 @@ class _CurveMetric(ExplanationMetric):
         """Scores and ``curve`` (``N×T``), ``x`` (``T``), ``xlabel``, ``ylabel``, all on the CPU."""
         curve, x = self._curves(model, images, targets, maps)
         details = {"curve": curve.detach().float().cpu(), "x": x.detach().float().cpu(),
-                   "xlabel": self.curve_xlabel, "ylabel": self.curve_ylabel}
+                   "xlabel": self.curve_xlabel, "ylabel": self.curve_ylabel, "score_label": self.score_label}
         return self._summarise(curve, x), details
 
     def _summarise(self, curve: Tensor, x: Tensor) -> Tensor:
@@ -191,6 +192,7 @@ class PixelFlipping(_CurveMetric):
     category = "faithfulness"
     higher_is_better = False
     curve_xlabel = "pixels flipped"
+    score_label = "AUC (unit steps)"
 
     def __init__(self, features_in_step: int = 1, perturb_baseline: str = "black", softmax: bool = True) -> None:
         self.features_in_step = P.check_int("features_in_step", features_in_step)
@@ -236,6 +238,7 @@ class RegionPerturbation(_CurveMetric):
     category = "faithfulness"
     higher_is_better = True
     curve_xlabel = "patches perturbed"
+    score_label = "AOPC"
     ORDERS = ("morf", "lerf", "random")
 
     @property

@@ -187,7 +187,6 @@ class CorruptionStability(_PerturbationStability):
 
     name = "corruption_stability"
     level_name = "severity"
-    level_label = "corruption severity"
 
     def __init__(self, corruption: str = "gaussian_noise", severity: int = 3, k: float = 0.1,
                  seed: int | None = 0, curve_severities: Sequence[int] | None = None) -> None:
