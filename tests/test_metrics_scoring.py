@@ -110,6 +110,7 @@ def test_score_task_on_saved_maps(compose, tmp_path):
     assert math.isclose(float(rows["saliency", "sparseness"]["mean"]), inside["saliency"]["sparseness"]["mean"],
                         rel_tol=1e-5)
     assert (tmp_path / "score" / "figures" / "metrics.png").is_file()
+    assert (tmp_path / "score" / "figures" / "perturbation_curves.png").is_file()  # deletion's curves, no re-explaining
     with pytest.raises(FileNotFoundError, match="maps="):
         score.run(compose("score", ["maps=/nonexistent.safetensors", "logger=none", "metric=[sparseness]"],
                           tmp_path / "bad"))

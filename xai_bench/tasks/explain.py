@@ -239,18 +239,13 @@ def _attribute_all(ctx: RunContext, model: nn.Module, methods: dict[str, DictCon
 
 def _score_maps(ctx: RunContext, model: nn.Module, x: Tensor, targets: Tensor, maps: dict[str, Tensor],
                 masks: Tensor | None, explainers: dict[str, Explainer], nodes: dict[str, DictConfig]) -> None:
-    """The selected ``metric`` nodes on every method's maps: per-image scores, the methods × metrics table (mean ±
-    standard error), the LATEC-style ranking and its heat map."""
-    from xai_bench.metrics.explanation import ExplanationMetric
-    from xai_bench.metrics.explanation.scoring import rank_methods, score_methods, summary_rows
+    """The selected ``metric`` nodes on every method's maps (:mod:`xai_bench.tasks._explain_metrics`): tables,
+    ranking, heat map and the per-family curves; methods re-explain with their own explainer (a rebuilt one for a
+    randomised model), reseeded before every call."""
+    from xai_bench.tasks._explain_metrics import build_metrics, score_maps
 
     cfg = ctx.cfg
-    metrics: dict[str, ExplanationMetric] = {}
-    for key, node in cfg.metric.items():
-        metric = build(node)
-        if not isinstance(metric, ExplanationMetric):
-            raise TypeError(f"metric.{key}: _target_={node.get('_target_')} is not an ExplanationMetric")
-        metrics[metric.name or key] = metric
+    metrics = build_metrics(cfg)
     node_of = {str(node.get("name") or key): node for key, node in nodes.items()}  # method name → its YAML node
 
     def reexplainer(name: str) -> Any:
@@ -263,26 +258,10 @@ def _score_maps(ctx: RunContext, model: nn.Module, x: Tensor, targets: Tensor, m
 
         return run
 
-    with ctx.timer("metrics"):
-        scores = score_methods(metrics, model, x, targets.to(x.device), maps, masks=masks,
-                               explainers={m: reexplainer(m) for m in maps}, timings=ctx.timings)
-    rows = summary_rows(scores, metrics)
+    rows = score_maps(ctx, metrics, model, x, targets, maps, masks=masks,
+                      explainers={m: reexplainer(m) for m in maps})
     if not rows:
         log.warning("no metric could be computed (see the warnings above)")
-        return
-    ranking = rank_methods(rows)
-    ctx.table("metrics", rows)
-    ctx.table("ranking", ranking)
-    ctx.table("metric_scores", [{"row": r, "method": method, "metric": mname, "score": float(v[r])}
-                                for method, per in scores.items() for mname, v in per.items()
-                                for r in range(v.numel())])
-    from xai_bench.viz import metrics_heatmap
-
-    ctx.figure("metrics", metrics_heatmap(rows, title=f"explanation metrics (n={x.shape[0]} maps per method)"))
-    ctx.metrics["explanation_metrics"] = {r["method"]: {} for r in rows}
-    for r in rows:
-        ctx.metrics["explanation_metrics"][r["method"]][r["metric"]] = {"mean": r["mean"], "se": r["se"]}
-    ctx.metrics["ranking"] = [{"method": r["method"], "median_rank": r["median_rank"]} for r in ranking]
 
 
 def _table_rows(maps: dict[str, Tensor], names: list[str], image_index: Tensor, targets: Tensor,

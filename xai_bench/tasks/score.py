@@ -17,7 +17,6 @@ from omegaconf import DictConfig
 
 from xai_bench.tasks.common import run_context
 from xai_bench.tasks.setup import build_model
-from xai_bench.utils import build
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +45,12 @@ def load_maps(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict[str, t
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    from xai_bench.metrics.explanation import ExplanationMetric
-    from xai_bench.metrics.explanation.scoring import rank_methods, score_methods, summary_rows
+    from xai_bench.tasks._explain_metrics import build_metrics, score_maps
 
     with run_context(cfg, "score") as ctx:
         if not cfg.get("metric"):
             raise ValueError("no metric selected: set metric=[<name>,…] (files of conf/metric/)")
-        metrics: dict[str, ExplanationMetric] = {str(k): build(v) for k, v in cfg.metric.items()}
+        metrics = build_metrics(cfg)
         images, targets, maps, meta = load_maps(cfg.maps)
         model = build_model(cfg).to(ctx.device).eval()
         if int(targets.max()) >= model.num_classes:
@@ -64,19 +62,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
             masks = load_file(str(cfg.masks))["masks"].to(ctx.device)
         x = images.to(ctx.device)
-        with ctx.timer("metrics"):
-            scores = score_methods(metrics, model, x, targets.to(ctx.device), maps, masks=masks,
-                                   timings=ctx.timings)
-        rows = summary_rows(scores, metrics)
+        rows = score_maps(ctx, metrics, model, x, targets, maps, masks=masks,
+                          source=Path(cfg.maps).parent.name)
         if not rows:
             raise ValueError("no selected metric could run on saved maps (they all re-explain or need masks)")
-        ranking = rank_methods(rows)
-        ctx.table("metrics", rows)
-        ctx.table("ranking", ranking)
-        from xai_bench.viz import metrics_heatmap
-
-        ctx.figure("metrics", metrics_heatmap(rows, title=f"explanation metrics on {Path(cfg.maps).parent.name}"))
         ctx.metrics.update({"n_maps": int(images.shape[0]), "methods": list(maps), "source": str(cfg.maps),
-                            "explained": meta.get("names", []),
-                            "ranking": [{"method": r["method"], "median_rank": r["median_rank"]} for r in ranking]})
+                            "explained": meta.get("names", [])})
         return dict(ctx.metrics)

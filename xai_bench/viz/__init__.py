@@ -22,11 +22,21 @@ from xai_bench.viz.attribution import (
 )
 from xai_bench.viz.classification import confusion_matrix_figure, reliability_diagram
 from xai_bench.viz.ensemble import member_votes_figure, per_model_accuracy_figure, uncertainty_strip
-from xai_bench.viz.explanation_metrics import metrics_heatmap
+from xai_bench.viz.explanation_metrics import (
+    metrics_heatmap,
+    perturbation_curves,
+    randomisation_curve,
+    randomisation_grid,
+    stability_curves,
+)
 from xai_bench.viz.robustness import accuracy_vs_eps, adversarial_grid, corruption_heatmap
 
 __all__ = [
     "metrics_heatmap",
+    "perturbation_curves",
+    "randomisation_curve",
+    "randomisation_grid",
+    "stability_curves",
     "CMAP_ABSOLUTE",
     "CMAP_ISOLINES",
     "CMAP_OVERLAY",

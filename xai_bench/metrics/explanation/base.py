@@ -63,6 +63,17 @@ class ExplanationMetric:
     def __call__(self, model: nn.Module | None, images: Tensor, targets: Any, maps: Tensor, *,
                  masks: Tensor | None = None, explainer: Callable[..., Tensor] | None = None) -> Tensor:
         """Check the inputs against the contract, then score. Returns a float ``Tensor[N]`` on the CPU."""
+        return self.evaluate(model, images, targets, maps, masks=masks, explainer=explainer)[0]
+
+    def evaluate(self, model: nn.Module | None, images: Tensor, targets: Any, maps: Tensor, *,
+                 masks: Tensor | None = None, explainer: Callable[..., Tensor] | None = None
+                 ) -> tuple[Tensor, dict[str, Any]]:
+        """As :meth:`__call__`, and also the material behind the scores that :meth:`score_details` keeps (curves,
+        per-layer correlations, maps) for figures, computed in the same pass.
+
+        Returns:
+            ``(scores Tensor[N] on the CPU, details)``; ``details`` is ``{}`` for most metrics.
+        """
         check_images(images, "images")
         n = images.shape[0]
         targets = as_class_indices(targets, n, images.device, "targets")
@@ -83,11 +94,18 @@ class ExplanationMetric:
         if self.needs_explainer and explainer is None:
             raise ValueError(f"{self.name} re-explains perturbed inputs and needs the explainer")
         with eval_mode(model):
-            out = self.score(model, images, targets, maps, masks=masks, explainer=explainer)
+            out, details = self.score_details(model, images, targets, maps, masks=masks, explainer=explainer)
         out = out.detach().float().cpu()
         if out.shape != (n,):
             raise RuntimeError(f"{self.name}.score returned shape {tuple(out.shape)}, expected ({n},)")
-        return out
+        return out, details
+
+    def score_details(self, model: nn.Module | None, images: Tensor, targets: Tensor, maps: Tensor, *,
+                      masks: Tensor | None = None, explainer: Callable[..., Tensor] | None = None
+                      ) -> tuple[Tensor, dict[str, Any]]:
+        """:meth:`score` and what it computed on the way that a figure can use (CPU tensors, names). Metrics
+        whose score summarises a curve or a sequence of steps override this; the default has no details."""
+        return self.score(model, images, targets, maps, masks=masks, explainer=explainer), {}
 
     def score(self, model: nn.Module | None, images: Tensor, targets: Tensor, maps: Tensor, *,
               masks: Tensor | None = None, explainer: Callable[..., Tensor] | None = None) -> Tensor:

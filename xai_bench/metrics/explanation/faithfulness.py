@@ -15,13 +15,12 @@ does not depend on its batch-mates.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-from xai_bench.checks import as_class_indices, eval_mode
 from xai_bench.metrics.explanation import _perturb as P
+from xai_bench.metrics.explanation._curve import _CurveMetric, _replace
 from xai_bench.metrics.explanation.base import ExplanationMetric, register_metric
 
 __all__ = [
@@ -35,33 +34,6 @@ __all__ = [
     "PixelFlipping",
     "RegionPerturbation",
 ]
-
-
-def _replace(images: Tensor, fill: Tensor, replaced: Callable[[Tensor, Tensor], Tensor]) -> Callable:
-    """``make(n, s)`` for :func:`_perturb.perturbed_scores`: copy ``s`` of image ``n`` takes ``fill`` where
-    ``replaced(n, s)`` (a ``B×P`` bool) is true."""
-    h, w = images.shape[-2:]
-
-    def make(n: Tensor, s: Tensor) -> Tensor:
-        mask = replaced(n, s).view(-1, 1, h, w)
-        return torch.where(mask, fill[n], images[n])
-
-    return make
-
-
-class _CurveMetric(ExplanationMetric):
-    """A metric whose score summarises a per-image curve; :meth:`curves` returns the curves themselves."""
-
-    def curves(self, model: nn.Module, images: Tensor, targets: object, maps: Tensor) -> Tensor:
-        """The per-image curves behind the score (``N×T``, float, on the CPU), e.g. for figures."""
-        targets = as_class_indices(targets, images.shape[0], images.device, "targets")
-        maps = maps.to(images.device, torch.float32)
-        with eval_mode(model):
-            return self._curves(model, images, targets, maps)[0].detach().float().cpu()
-
-    def _curves(self, model: nn.Module, images: Tensor, targets: Tensor, maps: Tensor) -> tuple[Tensor, Tensor]:
-        """``(curves N×T, x T)`` on the images' device."""
-        raise NotImplementedError
 
 
 @register_metric
@@ -86,6 +58,7 @@ class Deletion(_CurveMetric):
     name = "deletion"
     category = "faithfulness"
     higher_is_better = False
+    curve_xlabel = "fraction of pixels removed"
     _insert = False
 
     def __init__(self, pixels_per_step: int | None = None, substrate: str = "zeros", blur_sigma: float = 5.0,
@@ -117,8 +90,7 @@ class Deletion(_CurveMetric):
         curve = P.perturbed_scores(model, images, targets, n_steps + 1, make, softmax=self.softmax)
         return curve, counts.float() / n_pix
 
-    def score(self, model, images, targets, maps, *, masks=None, explainer=None) -> Tensor:
-        curve, x = self._curves(model, images, targets, maps)
+    def _summarise(self, curve: Tensor, x: Tensor) -> Tensor:
         return P.trapezoid(curve, x)
 
 
@@ -133,6 +105,7 @@ class Insertion(Deletion):
 
     name = "insertion"
     higher_is_better = True
+    curve_xlabel = "fraction of pixels inserted"
     _insert = True
 
     def __init__(self, pixels_per_step: int | None = None, substrate: str = "blur", blur_sigma: float = 5.0,
@@ -161,6 +134,8 @@ class PixelFlipping(_CurveMetric):
     name = "pixel_flipping"
     category = "faithfulness"
     higher_is_better = False
+    curve_xlabel = "pixels flipped"
+    score_label = "AUC (unit steps)"
 
     def __init__(self, features_in_step: int = 1, perturb_baseline: str = "black", softmax: bool = True) -> None:
         self.features_in_step = P.check_int("features_in_step", features_in_step)
@@ -177,8 +152,8 @@ class PixelFlipping(_CurveMetric):
         curve = P.perturbed_scores(model, images, targets, n_steps, make, softmax=self.softmax)
         return curve, counts.float()
 
-    def score(self, model, images, targets, maps, *, masks=None, explainer=None) -> Tensor:
-        return P.trapezoid(self._curves(model, images, targets, maps)[0], dx=1.0)
+    def _summarise(self, curve: Tensor, x: Tensor) -> Tensor:
+        return P.trapezoid(curve, dx=1.0)
 
 
 @register_metric
@@ -205,7 +180,13 @@ class RegionPerturbation(_CurveMetric):
     name = "region_perturbation"
     category = "faithfulness"
     higher_is_better = True
+    curve_xlabel = "patches perturbed"
+    score_label = "AOPC"
     ORDERS = ("morf", "lerf", "random")
+
+    @property
+    def curve_ylabel(self) -> str:
+        return f"drop of the target {'probability' if self.softmax else 'logit'}, f(x) − f(x_k)"
 
     def __init__(self, patch_size: int = 8, order: str = "morf", regions_evaluation: int = 100,
                  perturb_baseline: str = "black", softmax: bool = True, seed: int | None = 0) -> None:
@@ -241,8 +222,8 @@ class RegionPerturbation(_CurveMetric):
         scores = P.perturbed_scores(model, images, targets, n_regions + 1, make, softmax=self.softmax)
         return scores[:, :1] - scores, torch.arange(n_regions + 1, device=images.device).float()
 
-    def score(self, model, images, targets, maps, *, masks=None, explainer=None) -> Tensor:
-        return self._curves(model, images, targets, maps)[0].mean(-1)
+    def _summarise(self, curve: Tensor, x: Tensor) -> Tensor:
+        return curve.mean(-1)
 
 
 @register_metric

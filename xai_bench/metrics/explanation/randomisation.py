@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -58,13 +60,17 @@ class ModelParameterRandomisation(ExplanationMetric):
     The score per image is the mean over layers (Quantus's ``return_average_correlation=True``; Quantus's average
     also counts the original-vs-recomputed similarity through a key mismatch, ours does not). As in Quantus
     (``abs=True``), both maps are taken in absolute value first. :meth:`layer_scores` gives the per-layer
-    correlations (``N×L``) and the layer names for the cascading figure. A constant map scores NaN.
+    correlations (``N×L``) and the layer names, :meth:`details` also the maps after each step, for the cascading
+    figure. A constant map scores NaN. A method whose mean correlation after the last cascading step (the fully
+    randomised model) stays above ``insensitive_above`` is :meth:`insensitive` to the model's parameters (Adebayo
+    et al. found Guided Backprop so); the explain task flags it in its tables and logs a warning.
 
     Args:
         layer_order: ``top_down`` | ``bottom_up`` | ``independent``.
         layers: glob patterns of module names to randomise (``None``: all that have ``reset_parameters``).
         abs: compare absolute maps (Quantus's default ``True``).
         seed: seed of the re-initialisation (``None``: unseeded).
+        insensitive_above: the final-step Spearman above which a method is flagged insensitive (``None``: never).
     """
 
     name = "model_parameter_randomisation"
@@ -74,9 +80,14 @@ class ModelParameterRandomisation(ExplanationMetric):
     needs_explainer = True
 
     def __init__(self, layer_order: str = "top_down", layers: Sequence[str] | None = None, abs: bool = True,
-                 seed: int | None = 0) -> None:
+                 seed: int | None = 0, insensitive_above: float | None = 0.5) -> None:
         if layer_order not in LAYER_ORDERS:
             raise ValueError(f"{self.name}: layer_order must be one of {LAYER_ORDERS}, got {layer_order!r}")
+        if insensitive_above is not None and (isinstance(insensitive_above, bool)
+                                              or not -1 <= float(insensitive_above) <= 1):
+            raise ValueError(f"{self.name}: insensitive_above must be a Spearman correlation in [-1, 1] or null, "
+                             f"got {insensitive_above!r}")
+        self.insensitive_above = None if insensitive_above is None else float(insensitive_above)
         if isinstance(layers, str):
             layers = [layers]
         self.layer_order = layer_order
@@ -86,7 +97,7 @@ class ModelParameterRandomisation(ExplanationMetric):
 
     def __repr__(self) -> str:
         return (f"ModelParameterRandomisation(layer_order={self.layer_order!r}, layers={self.layers}, "
-                f"abs={self.abs}, seed={self.seed})")
+                f"abs={self.abs}, seed={self.seed}, insensitive_above={self.insensitive_above})")
 
     def _prepare(self, maps: Tensor) -> Tensor:
         a = flat_map(maps)
@@ -104,6 +115,26 @@ class ModelParameterRandomisation(ExplanationMetric):
         Returns:
             ``(scores N×L, layer names)``, layers in the order they were randomised.
         """
+        d = self.details(model, images, targets, maps, explainer=explainer, keep_maps=0)
+        return d["spearman"].to(maps.device), d["layers"]
+
+    def details(self, model: nn.Module, images: Tensor, targets: Tensor, maps: Tensor, *,
+                explainer: Callable[..., Tensor], keep_maps: int = 1) -> dict[str, Any]:
+        """Everything the randomisation steps produce, for the cascading figure, in one pass.
+
+        Args:
+            model: the original model (left unchanged).
+            images, targets, maps: as for :meth:`score`.
+            explainer: ``explainer(images, targets, model=<module>) -> maps``.
+            keep_maps: keep the randomised maps of the first ``keep_maps`` images (0: none).
+
+        Returns:
+            ``layers`` (names, in the order they were randomised), ``spearman`` (``N×L`` on the CPU: column ``l``
+            compares the original map with the map after step ``l``), ``maps`` (``L×keep_maps×1×H×W`` channel-summed
+            maps after each step, on the CPU, signed as the explainer gave them), ``cumulative`` (whether step
+            ``l`` keeps the layers randomised before it, i.e. the last step is the fully randomised model) and
+            ``order`` (:attr:`layer_order`).
+        """
         names = randomisable_layers(model, self.layers)
         if not names:
             raise ValueError(f"{self.name}: the model has no layer with reset_parameters"
@@ -115,19 +146,37 @@ class ModelParameterRandomisation(ExplanationMetric):
         randomised = copy.deepcopy(model)
         pristine = copy.deepcopy(randomised.state_dict()) if self.layer_order == "independent" else None
         modules = dict(randomised.named_modules())
-        columns = []
+        columns, kept = [], []
         for name in names:
             if pristine is not None:
                 randomised.load_state_dict(pristine)
             _reset(modules[name], seed)
             new = explainer(images, targets, model=randomised).to(original.device, torch.float32)
             columns.append(spearman(original, self._prepare(new)))
-        return torch.stack(columns, 1), names
+            if keep_maps > 0:
+                kept.append(new[:keep_maps].sum(1, keepdim=True).detach().cpu())
+        h, w = maps.shape[-2:]
+        return {"layers": names, "spearman": torch.stack(columns, 1).detach().float().cpu(),
+                "maps": torch.stack(kept) if kept else torch.zeros(len(names), 0, 1, h, w),
+                "cumulative": self.layer_order != "independent", "order": self.layer_order}
+
+    def insensitive(self, final_spearman: float) -> bool:
+        """Whether a method whose mean Spearman after the last cascading step is ``final_spearman`` is insensitive
+        to the model's parameters (above :attr:`insensitive_above`; never for ``independent`` order, which has no
+        fully randomised step, nor for NaN)."""
+        return (self.layer_order != "independent" and self.insensitive_above is not None
+                and not math.isnan(final_spearman) and final_spearman > self.insensitive_above)
 
     def score(self, model: nn.Module | None, images: Tensor, targets: Tensor, maps: Tensor, *,
               masks: Tensor | None = None, explainer: Callable[..., Tensor] | None = None) -> Tensor:
         scores, _ = self.layer_scores(model, images, targets, maps, explainer)
         return scores.mean(1)
+
+    def score_details(self, model, images, targets, maps, *, masks=None, explainer=None
+                      ) -> tuple[Tensor, dict[str, Any]]:
+        """Scores and :meth:`details` (the maps of the first image), one pass."""
+        d = self.details(model, images, targets, maps, explainer=explainer, keep_maps=1)
+        return d["spearman"].mean(1), d
 
 
 @register_metric

@@ -31,7 +31,8 @@ MetricScores = dict[str, dict[str, Tensor]]
 def score_methods(metrics: Mapping[str, ExplanationMetric], model: nn.Module, images: Tensor, targets: Tensor,
                   maps: Mapping[str, Tensor], *, masks: Tensor | None = None,
                   explainers: Mapping[str, Callable[..., Tensor]] | None = None,
-                  timings: dict[str, float] | None = None) -> MetricScores:
+                  timings: dict[str, float] | None = None,
+                  details: dict[str, dict[str, dict[str, Any]]] | None = None) -> MetricScores:
     """Every metric on every method's maps.
 
     Args:
@@ -44,6 +45,9 @@ def score_methods(metrics: Mapping[str, ExplanationMetric], model: nn.Module, im
             without them.
         explainers: method name → ``explainer(images, targets, model=None)`` for metrics that re-explain.
         timings: filled with ``"<metric>/<method>"`` → seconds.
+        details: filled with method → metric → what the metric computed on the way (its
+            :meth:`~xai_bench.metrics.explanation.ExplanationMetric.score_details`: curves, per-layer scores …),
+            for the metrics that keep any.
 
     Returns:
         method → metric → per-image scores (``Tensor[N]`` on the CPU).
@@ -60,7 +64,10 @@ def score_methods(metrics: Mapping[str, ExplanationMetric], model: nn.Module, im
                             method)
                 continue
             t0 = time.perf_counter()
-            out[method][mname] = metric(model, images, targets, m.to(images.device), masks=masks, explainer=explainer)
+            out[method][mname], extra = metric.evaluate(model, images, targets, m.to(images.device), masks=masks,
+                                                        explainer=explainer)
+            if details is not None and extra:
+                details.setdefault(method, {})[mname] = extra
             if timings is not None:
                 timings[f"{mname}/{method}"] = round(time.perf_counter() - t0, 3)
     return out

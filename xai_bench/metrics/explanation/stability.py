@@ -10,14 +10,17 @@ call with the same targets, and compares the maps image by image:
 - ``score`` — the Spearman rank correlation between the given (clean) map and the perturbed map (ties: average
   ranks; NaN when either map is constant);
 - ``details`` — also the IoU of their top-``k`` pixels, the SSIM of the two maps each min-max scaled to [0, 1], and
-  whether the model's prediction changed (``flipped``): the raw material of stability-versus-ε curves.
+  whether the model's prediction changed (``flipped``): the raw material of stability-versus-ε curves;
+- ``sweep`` — ``details`` at each perturbation strength of the metric's ``curve_eps`` / ``curve_severities``
+  setting (its YAML), for the explain task's stability curves.
 
 Maps are compared as given (signed); multi-channel maps are summed over channels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -41,6 +44,9 @@ class _PerturbationStability(ExplanationMetric):
     higher_is_better = True
     needs_model = True
     needs_explainer = True
+    level_name: str = "level"  # the attribute that sets the perturbation's strength (eps, severity)
+    level_label: str = "perturbation strength"  # its axis label
+    curve_levels: list[float] = []
 
     def __init__(self, k: float) -> None:
         self.k = check_number("k", k, lo=0, hi=1)
@@ -53,6 +59,21 @@ class _PerturbationStability(ExplanationMetric):
     def perturb(self, model: nn.Module, images: Tensor, targets: Tensor) -> Tensor:
         """The perturbed batch (``N×C×H×W`` in [0, 1]). Overridden."""
         raise NotImplementedError
+
+    def at_level(self, level: float) -> _PerturbationStability:
+        """A copy of this metric perturbing at strength ``level`` (its ``eps`` or ``severity``)."""
+        other = copy.copy(self)
+        setattr(other, self.level_name, level)
+        return other
+
+    def sweep(self, model: nn.Module, images: Tensor, targets: object, maps: Tensor, *,
+              explainer: Callable[..., Tensor], levels: Sequence[float] | None = None
+              ) -> list[tuple[float, dict[str, Tensor]]]:
+        """:meth:`details` at each strength of ``levels`` (default: the metric's ``curve_levels``), in order:
+        ``[(level, details), …]``, the points of a stability-versus-strength curve."""
+        levels = self.curve_levels if levels is None else list(levels)
+        return [(lv, self.at_level(lv).details(model, images, targets, maps, explainer=explainer))
+                for lv in levels]
 
     def score(self, model: nn.Module | None, images: Tensor, targets: Tensor, maps: Tensor, *,
               masks: Tensor | None = None, explainer: Callable[..., Tensor] | None = None) -> Tensor:
@@ -116,18 +137,23 @@ class AttackStability(_PerturbationStability):
         loss: ``"ce"`` or ``"margin"``. Default: ``"ce"``.
         k: fraction of pixels in the top-k sets of :meth:`details`. Default: 0.1.
         seed: seeds PGD's random start. Default: 0.
+        curve_eps: the radii of :meth:`sweep` (the explain task's stability-versus-ε curves), numbers or strings
+            such as ``"8/255"``; ``None`` or empty: no curve. Default: None.
     """
 
     name = "attack_stability"
+    level_name = "eps"
+    level_label = "ε (L∞, pixel units ×255)"
 
     def __init__(self, attack: str = "fgsm", eps: float | str = 2 / 255, steps: int = 10,
                  step_size: float | None = None, random_start: bool = False, loss: str = "ce", k: float = 0.1,
-                 seed: int | None = 0) -> None:
+                 seed: int | None = 0, curve_eps: Sequence[float | str] | None = None) -> None:
         super().__init__(k)
         if attack not in ATTACKS:
             raise ValueError(f"attack={attack!r} is not supported; choose one of {list(ATTACKS)}")
         self.attack = attack
         (self.eps,) = parse_eps(eps, name="eps")
+        self.curve_levels = sorted(parse_eps(curve_eps, name="curve_eps")) if curve_eps else []
         self.steps, self.step_size, self.random_start, self.loss, self.seed = steps, step_size, random_start, loss, seed
         self._build(nn.Identity())  # validate the attack settings now, not on the first batch
 
@@ -155,17 +181,27 @@ class CorruptionStability(_PerturbationStability):
         severity: 0–5 (0: none). Default: 3.
         k: fraction of pixels in the top-k sets of :meth:`details`. Default: 0.1.
         seed: seeds random corruptions (``None``: torch's global generator). Default: 0.
+        curve_severities: the severities of :meth:`sweep` (the explain task's stability-versus-severity curves);
+            ``None`` or empty: no curve. Default: None.
     """
 
     name = "corruption_stability"
+    level_name = "severity"
 
     def __init__(self, corruption: str = "gaussian_noise", severity: int = 3, k: float = 0.1,
-                 seed: int | None = 0) -> None:
+                 seed: int | None = 0, curve_severities: Sequence[int] | None = None) -> None:
         super().__init__(k)
         CORRUPTIONS.get(corruption)  # unknown names raise with the close matches
-        if isinstance(severity, bool) or not isinstance(severity, int) or not 0 <= severity <= MAX_SEVERITY:
-            raise ValueError(f"severity must be an integer in [0, {MAX_SEVERITY}], got {severity!r}")
+        for s in [severity, *(curve_severities or [])]:
+            if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEVERITY:
+                raise ValueError(f"severity and curve_severities must be integers in [0, {MAX_SEVERITY}], "
+                                 f"got {s!r}")
         self.corruption, self.severity, self.seed = corruption, severity, seed
+        self.curve_levels = sorted(set(curve_severities or []))
+
+    @property
+    def level_label(self) -> str:  # type: ignore[override]
+        return f"{self.corruption} severity"
 
     def perturb(self, model: nn.Module, images: Tensor, targets: Tensor) -> Tensor:
         return corrupt(images, self.corruption, self.severity, seed=self.seed)
