@@ -151,6 +151,12 @@ def test_reference_maps():
     r1, r2 = RandomMap(model).attribute(x, seed=3), RandomMap(model).attribute(x, seed=3)
     assert r1.shape == (2, 1, 9, 9) and torch.equal(r1, r2) and not torch.equal(r1, RandomMap(model).attribute(x))
     assert 0 <= r1.min() and r1.max() < 1
+    # the map depends on the image alone: not on its batch-mates or position; any change to the image redraws it
+    y = torch.rand(3, 3, 9, 9, generator=torch.Generator().manual_seed(0))
+    both = RandomMap(model).attribute(torch.cat([y, x[:1]]), seed=3)
+    assert torch.equal(both[-1], r1[0]) and torch.equal(RandomMap(model).attribute(y[1:2], seed=3)[0], both[1])
+    moved = RandomMap(model).attribute(y + 1e-3, seed=3)
+    assert abs(float(torch.corrcoef(torch.stack([moved.flatten(), both[:3].flatten()]))[0, 1])) < 0.2
     g = CentreGaussian(model).attribute(x, sigma=0.25)
     assert g.shape == (2, 1, 9, 9) and g[0, 0, 4, 4] == 1 and int(g[0, 0].argmax()) == 4 * 9 + 4
     assert g[0, 0, 4, 0] == pytest.approx(float(torch.exp(torch.tensor(-(4 / 2.25) ** 2 / 2))))

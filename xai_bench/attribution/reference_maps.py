@@ -8,6 +8,7 @@ Each is in Captum's shape: the constructor takes the model, ``attribute(inputs, 
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import torch
@@ -24,9 +25,12 @@ _LUMA = (0.299, 0.587, 0.114)
 
 
 class RandomMap(AttributionMethod):
-    """Uniform noise in [0, 1) per pixel, from a local generator seeded with ``seed`` (the global RNG is untouched).
+    """Uniform noise in [0, 1) per pixel, drawn from a generator seeded with ``seed`` and the image's own content.
 
-    The same seed and batch shape give the same maps; the ``i``-th image of every call gets the same noise.
+    The same image always gets the same map (whatever its batch-mates or position in the batch), and any change to
+    the image — an attack, a corruption, a robustness metric's noise — gives an unrelated map. So the baseline is
+    honest on every metric: it is insensitive to the model (randomisation flags it) but not spuriously "stable" under
+    perturbations, which a map fixed per batch position would be. The global RNG is untouched.
     """
 
     forward_only = True
@@ -35,8 +39,15 @@ class RandomMap(AttributionMethod):
         """Args: inputs ``N×C×H×W``; target ignored; seed of the noise. Returns ``N×1×H×W`` noise."""
         check_images(inputs, "inputs", check_range=False)
         n, _, h, w = inputs.shape
-        g = torch.Generator(device=inputs.device).manual_seed(int(seed))
-        return torch.rand(n, 1, h, w, generator=g, device=inputs.device, dtype=torch.float32)
+        # One generator per image, seeded by a hash of its bytes: a per-image loop, but of N cheap draws for a
+        # baseline (a batched fingerprint in floating point would collide for images that differ by rounding).
+        flat = inputs.detach().to("cpu", torch.float32).contiguous().view(n, -1).numpy()
+        out = torch.empty(n, 1, h, w, dtype=torch.float32)
+        for i in range(n):
+            digest = hashlib.blake2b(flat[i].tobytes(), digest_size=8, key=str(int(seed)).encode()).digest()
+            g = torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+            out[i] = torch.rand(1, h, w, generator=g)
+        return out.to(inputs.device)
 
 
 class CentreGaussian(AttributionMethod):
