@@ -23,9 +23,9 @@ __all__ = ["metrics_heatmap", "perturbation_curves", "randomisation_curve", "ran
 
 
 def metrics_heatmap(rows: Sequence[dict[str, Any]], *, title: str | None = None, cell_size: float = 0.9) -> Figure:
-    """Methods (rows) × metrics (columns), coloured by the method's rank on that metric (bright = best), annotated
-    with mean ± standard error. Colour is rank, not value, because metrics live on unrelated scales; each column
-    header says whether higher (↑) or lower (↓) is better.
+    """Methods × metrics (metrics as rows when there are more of them), coloured by the method's rank on that
+    metric (bright = best), annotated with mean ± standard error. Colour is rank, not value, because metrics live on unrelated scales; each metric
+    label says whether higher (↑) or lower (↓) is better.
 
     Args:
         rows: :func:`xai_bench.metrics.explanation.summary_rows` output (keys method, metric, category,
@@ -45,29 +45,34 @@ def metrics_heatmap(rows: Sequence[dict[str, Any]], *, title: str | None = None,
     for i, m in enumerate(methods):
         for j, k in enumerate(metrics):
             grid[i, j] = ranks[m].get(f"rank/{k}", np.nan)
-    width = max(4.0, 1.6 + cell_size * 1.3 * len(metrics))
-    height = max(2.0, 1.4 + cell_size * 0.45 * len(methods))
-    fig = _new_figure((width, height))
-    ax = fig.add_axes((0.16, 0.08, 0.8, 0.62 if len(methods) > 2 else 0.5))
-    ax.imshow(grid, cmap="viridis_r", vmin=1, vmax=max(1, len(methods)), aspect="auto")
+    heads = []
+    for k in metrics:
+        r = next(r for r in rows if r["metric"] == k)
+        heads.append(f"{k} {'↑' if r['higher_is_better'] else '↓'} ({r['category']})")
+    method_labels = [f"{m}  (median rank {ranks[m]['median_rank']:.1f})" for m in methods]
+    # Many metrics (a whole suite) read better as rows: the long axis runs down the page.
+    flip = len(metrics) > len(methods)
+    shown = grid.T if flip else grid
+    n_rows, n_cols = shown.shape
+    col_w = cell_size * (1.0 if flip else 1.3)
+    width = max(4.0, 3.0 + col_w * n_cols)
+    height = max(2.0, 2.4 + cell_size * 0.45 * n_rows)
+    # constrained layout sizes the margins from the labels themselves (long metric and method names, any count)
+    fig = _new_figure((width, height), layout="constrained")
+    ax = fig.add_subplot()
+    ax.imshow(shown, cmap="viridis_r", vmin=1, vmax=max(1, len(methods)), aspect="auto")
     for (i, m), (j, k) in ((p, q) for p in enumerate(methods) for q in enumerate(metrics)):
         r = cell.get((m, k))
         if r is None or math.isnan(r["mean"]):
             continue
         se = "" if math.isnan(r["se"]) else f"\n±{r['se']:.2g}"
         flag = "\n(flagged)" if r.get("flag") else ""
-        ax.text(j, i, f"{r['mean']:.3g}{se}{flag}", ha="center", va="center", fontsize=_FONT - 2,
-                color="black" if grid[i, j] <= (len(methods) + 1) / 2 else "white")
-    heads = []
-    for k in metrics:
-        r = next(r for r in rows if r["metric"] == k)
-        heads.append(f"{k} {'↑' if r['higher_is_better'] else '↓'}\n({r['category']})")
-    ax.set_xticks(range(len(metrics)), heads, rotation=35, ha="left", fontsize=_FONT - 1)
-    ax.xaxis.tick_top()
-    ax.set_yticks(range(len(methods)), [f"{m}  (median rank {ranks[m]['median_rank']:.1f})" for m in methods],
-                  fontsize=_FONT)
-    fig.suptitle(f"{title + ' · ' if title else ''}colour = rank on the metric (bright = best)", fontsize=_FONT + 1,
-                 y=0.99)
+        ax.text(i if flip else j, j if flip else i, f"{r['mean']:.3g}{se}{flag}", ha="center", va="center",
+                fontsize=_FONT - 2, color="black" if grid[i, j] <= (len(methods) + 1) / 2 else "white")
+    col_labels, row_labels = (method_labels, heads) if flip else (heads, method_labels)
+    ax.set_xticks(range(n_cols), col_labels, rotation=40, ha="right", rotation_mode="anchor", fontsize=_FONT - 1)
+    ax.set_yticks(range(n_rows), row_labels, fontsize=_FONT - 1)
+    fig.suptitle(f"{title + ' · ' if title else ''}colour = rank on the metric (bright = best)", fontsize=_FONT + 1)
     return fig
 
 
