@@ -24,8 +24,8 @@ __all__ = ["metrics_heatmap", "perturbation_curves", "randomisation_curve", "ran
 
 def metrics_heatmap(rows: Sequence[dict[str, Any]], *, title: str | None = None, cell_size: float = 0.9) -> Figure:
     """Methods × metrics (metrics as rows when there are more of them), coloured by the method's rank on that
-    metric (bright = best), annotated with mean ± standard error. Colour is rank, not value, because metrics live on unrelated scales; each metric
-    label says whether higher (↑) or lower (↓) is better.
+    metric (bright = best), annotated with mean ± standard error. Colour is rank, not value, because metrics live
+    on unrelated scales; each metric label says whether higher (↑) or lower (↓) is better.
 
     Args:
         rows: :func:`xai_bench.metrics.explanation.summary_rows` output (keys method, metric, category,
