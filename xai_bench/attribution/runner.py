@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,6 +56,7 @@ CONFIG_KEYS = (
 )
 CHANNEL_REDUCTIONS = ("sum", "abs_sum", "max_abs", "mean")
 NOISE_TUNNEL_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
+_CAPTUM_CHATTER = ("Input Tensor 0 did not already require gradients", "Setting backward hooks on ReLU activations")
 
 
 class Explainer:
@@ -132,7 +134,11 @@ class Explainer:
         """
         check_images(images, "images", check_range=False)
         n = images.shape[0]
-        with eval_mode(self.model):
+        with eval_mode(self.model), warnings.catch_warnings():
+            # Captum says these on every call (metrics re-explain hundreds of times): the runner sets
+            # requires_grad itself and removes Guided Backprop's hooks, so they carry no information here.
+            for message in _CAPTUM_CHATTER:
+                warnings.filterwarnings("ignore", message=message, category=UserWarning)
             targets = self._check_targets(images, target)
             # Baselines and feature masks are made once for the original images (not per batch, not per target),
             # so results do not depend on the batch size.

@@ -61,7 +61,7 @@ def score_maps(ctx: RunContext, metrics: Mapping[str, ExplanationMetric], model:
     details: dict[str, dict[str, dict[str, Any]]] = {}
     with ctx.timer("metrics"):
         scores = score_methods(metrics, model, x, targets.to(x.device), maps, masks=masks, explainers=explainers,
-                               timings=ctx.timings, details=details)
+                               timings=ctx.timings, details=details, progress=bool(ctx.cfg.get("progress", False)))
     rows = summary_rows(scores, metrics)
     if not rows:
         return rows

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from xai_bench.metrics.explanation.base import CATEGORIES, ExplanationMetric
 
@@ -32,7 +33,8 @@ def score_methods(metrics: Mapping[str, ExplanationMetric], model: nn.Module, im
                   maps: Mapping[str, Tensor], *, masks: Tensor | None = None,
                   explainers: Mapping[str, Callable[..., Tensor]] | None = None,
                   timings: dict[str, float] | None = None,
-                  details: dict[str, dict[str, dict[str, Any]]] | None = None) -> MetricScores:
+                  details: dict[str, dict[str, dict[str, Any]]] | None = None,
+                  progress: bool = False) -> MetricScores:
     """Every metric on every method's maps.
 
     Args:
@@ -48,28 +50,39 @@ def score_methods(metrics: Mapping[str, ExplanationMetric], model: nn.Module, im
         details: filled with method → metric → what the metric computed on the way (its
             :meth:`~xai_bench.metrics.explanation.ExplanationMetric.score_details`: curves, per-layer scores …),
             for the metrics that keep any.
+        progress: a progress bar over the (metric, method) pairs (each pair is also logged with its time).
 
     Returns:
         method → metric → per-image scores (``Tensor[N]`` on the CPU).
     """
     out: MetricScores = {m: {} for m in maps}
-    for mname, metric in metrics.items():
-        if metric.needs_masks and masks is None:
-            log.warning("metric %s needs ground-truth masks and the dataset has none: skipped", mname)
-            continue
-        for method, m in maps.items():
-            explainer = (explainers or {}).get(method)
-            if metric.needs_explainer and explainer is None:
-                log.warning("metric %s re-explains, but method %s has no explainer (saved maps?): skipped", mname,
-                            method)
+    bar = tqdm(total=len(metrics) * len(maps), desc="metrics", unit="pair", disable=not progress, leave=False)
+    try:
+        for mname, metric in metrics.items():
+            if metric.needs_masks and masks is None:
+                log.warning("metric %s needs ground-truth masks and the dataset has none: skipped", mname)
+                bar.update(len(maps))
                 continue
-            t0 = time.perf_counter()
-            out[method][mname], extra = metric.evaluate(model, images, targets, m.to(images.device), masks=masks,
-                                                        explainer=explainer)
-            if details is not None and extra:
-                details.setdefault(method, {})[mname] = extra
-            if timings is not None:
-                timings[f"{mname}/{method}"] = round(time.perf_counter() - t0, 3)
+            for method, m in maps.items():
+                bar.set_postfix_str(f"{mname} · {method}")
+                explainer = (explainers or {}).get(method)
+                if metric.needs_explainer and explainer is None:
+                    log.warning("metric %s re-explains, but method %s has no explainer (saved maps?): skipped",
+                                mname, method)
+                    bar.update()
+                    continue
+                t0 = time.perf_counter()
+                out[method][mname], extra = metric.evaluate(model, images, targets, m.to(images.device),
+                                                            masks=masks, explainer=explainer)
+                if details is not None and extra:
+                    details.setdefault(method, {})[mname] = extra
+                seconds = time.perf_counter() - t0
+                if timings is not None:
+                    timings[f"{mname}/{method}"] = round(seconds, 3)
+                log.info("metric %s on %s: %.2f s", mname, method, seconds)
+                bar.update()
+    finally:
+        bar.close()
     return out
 
 
