@@ -40,7 +40,7 @@ def _node(cfg, group: str, name: str):
 # ---------------------------------------------------------------------------------------------------- composition
 def test_every_group_has_a_schema():
     groups = {p.name for p in CONF_DIR.iterdir() if p.is_dir()}
-    global_groups = {"task", "experiment", "debug", "hparams_search"}  # _global_ patches: no node of their own
+    global_groups = {"task", "experiment", "debug", "hparams_search", "metric_suite"}  # _global_ patches: no node
     assert groups == set(SCHEMA_GROUPS) | set(TARGET_GROUPS) | global_groups | {"hydra"}
     assert set(SCHEMAS) == set(SCHEMA_GROUPS)
 
