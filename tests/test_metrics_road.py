@@ -177,3 +177,13 @@ def test_yaml_builds_the_registered_class_and_misspelt_keys_fail():
     assert METRICS.get("road") is ROAD
     with pytest.raises(ConfigKeyError, match="percentage"):
         check_target({**node, "percentage": [10]}, "metric.road")
+
+
+def test_too_few_iterations_warn_and_still_keep_kept_pixels(caplog):
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    removed = torch.zeros(1, 1, 32, 32, dtype=torch.bool)
+    removed[..., :, 2:] = True
+    with caplog.at_level("WARNING", logger="xai_bench.metrics.explanation.road"):
+        out = linear_imputation(x, removed, max_iter=2)
+    assert "did not reach" in caplog.text
+    assert torch.equal(out[..., :2], x[..., :2]) and torch.isfinite(out).all()

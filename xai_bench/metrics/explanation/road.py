@@ -68,26 +68,33 @@ def linear_imputation(images: Tensor, removed: Tensor, *, tol: float = 1e-6, max
 
     s = neighbours(torch.ones(1, 1, h, w, dtype=images.dtype, device=images.device))  # Σ_j w_ij: 1 inside
 
-    def apply(u: Tensor) -> Tensor:  # the system matrix on the removed pixels, 0 elsewhere
+    def apply(u: Tensor, r: Tensor) -> Tensor:  # the system matrix on the removed pixels, 0 elsewhere
         return r * (s * u - neighbours(r * u))
 
     def dot(a: Tensor, bb: Tensor) -> Tensor:
         return (a * bb).sum((1, 2, 3))
 
     rhs = r * neighbours((1 - r) * x)
-    u = r * _pyramid_fill(x, 1 - r)
-    res = rhs - apply(u)
+    out = r * _pyramid_fill(x, 1 - r)
+    # CG state of the systems still iterating; converged ones are written to `out` and dropped (every 8 steps, one
+    # sync), so a batch of mostly easy systems (few pixels removed) does not iterate as long as its hardest one
+    act = torch.arange(b * c, device=images.device)
+    u, ra = out, r
+    res = rhs - apply(u, ra)
     z = res / s
     p = z
     rz = dot(res, z)
     stop = (tol * rhs.flatten(1).norm(dim=1)).square()
     max_iter = max_iter if max_iter is not None else 4 * (h + w) + 50
-    done = False
-    for it in range(max_iter):
-        if it % 8 == 0 and bool((dot(res, res) <= stop).all()):  # checked every 8 steps: one sync, not one per step
-            done = True
-            break
-        ap = apply(p)
+    for it in range(max_iter + 1):
+        if it % 8 == 0 or it == max_iter:
+            left = dot(res, res) > stop
+            if not bool(left.all()):
+                out[act[~left]] = u[~left]
+                act, u, ra, res, p, rz, stop = (t[left] for t in (act, u, ra, res, p, rz, stop))
+            if act.numel() == 0 or it == max_iter:
+                break
+        ap = apply(p, ra)
         pap = dot(p, ap)
         alpha = torch.where(pap > 0, rz / pap.clamp_min(torch.finfo(pap.dtype).tiny), torch.zeros_like(pap))
         u = u + alpha.view(-1, 1, 1, 1) * p
@@ -97,9 +104,11 @@ def linear_imputation(images: Tensor, removed: Tensor, *, tol: float = 1e-6, max
         beta = torch.where(rz > 0, rz_new / rz.clamp_min(torch.finfo(rz.dtype).tiny), torch.zeros_like(rz))
         p = z + beta.view(-1, 1, 1, 1) * p
         rz = rz_new
-    if not done and not bool((dot(res, res) <= stop).all()):
-        log.warning("linear_imputation: conjugate gradients did not reach tol=%g in %d iterations", tol, max_iter)
-    return torch.where(r.bool(), u, x).view(b, c, h, w)
+    if act.numel():
+        out[act] = u
+        log.warning("linear_imputation: conjugate gradients did not reach tol=%g in %d iterations for %d of %d "
+                    "systems", tol, max_iter, act.numel(), b * c)
+    return torch.where(r.bool(), out, x).view(b, c, h, w)
 
 
 def _pyramid_fill(x: Tensor, known: Tensor) -> Tensor:
