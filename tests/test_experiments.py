@@ -36,6 +36,7 @@ def test_metric_suites_cover_every_metric(compose, tmp_path):
     assert set().union(*(per_suite[s] for s in categories)) == per_suite["all"]
     for s in categories:  # a category suite holds that category's metrics only
         assert {METRICS.get(m).category for m in per_suite[s]} == {s}
+    assert len(per_suite["latec"]) == 20 and per_suite["latec"] <= per_suite["all"]
     # a suite and a hand-picked metric add up; a suite's setting can be overridden
     cfg = compose("explain", ["metric_suite=complexity", "metric=[deletion]", "metric.sparseness.abs=false"], tmp_path)
     assert set(cfg.metric) == per_suite["complexity"] | {"deletion"} and cfg.metric.sparseness.abs is False
