@@ -76,6 +76,25 @@ def metrics_heatmap(rows: Sequence[dict[str, Any]], *, title: str | None = None,
     return fig
 
 
+def _method_colours(n: int) -> list[Any]:
+    """Distinct colours for ``n`` methods: the default cycle up to 10, then tab20 (no two methods share one)."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def _bands(n_methods: int) -> bool:
+    """± s.e. bands only while they stay readable: beyond four methods they cover each other."""
+    return n_methods <= 4
+
+
+def _legend_below(ax: Any, n_entries: int) -> None:
+    """The legend under the axes (it never hides a curve), in as many columns as fit."""
+    ax.legend(fontsize=_FONT - 1, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+              ncol=2 if n_entries > 4 else 1)
+
+
 def _group(rows: Sequence[dict[str, Any]], *keys: str) -> dict[Any, list[dict[str, Any]]]:
     out: dict[Any, list[dict[str, Any]]] = {}
     for r in rows:
@@ -105,12 +124,14 @@ def perturbation_curves(rows: Sequence[dict[str, Any]], scores: Sequence[dict[st
         raise ValueError("perturbation_curves needs at least one curve row")
     panels = _group(rows, "metric")
     score = {(r["metric"], r["method"]): r for r in scores or []}
-    fig = _new_figure((4.4 * len(panels), 3.6), layout="constrained")
+    fig = _new_figure((4.4 * len(panels), 3.6 + 0.16 * len(_group(rows, "method"))), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (metric, prow) in zip(axes, panels.items()):
         top, probability = 0.0, "probability" in str(prow[0]["ylabel"])
         start = []
-        for i, (method, mrows) in enumerate(_group(prow, "method").items()):
+        by_method = _group(prow, "method")
+        colours, bands = _method_colours(len(by_method)), _bands(len(by_method))
+        for i, (method, mrows) in enumerate(by_method.items()):
             mrows = sorted(mrows, key=lambda r: r["step"])
             x = np.array([r["x"] for r in mrows])
             y = np.array([r["mean"] for r in mrows])
@@ -120,9 +141,10 @@ def perturbation_curves(rows: Sequence[dict[str, Any]], scores: Sequence[dict[st
             if s is not None and not math.isnan(s["mean"]):
                 pm = "" if math.isnan(s["se"]) else f" ± {s['se']:.2g}"
                 label += f"  ({(score_labels or {}).get(metric, 'score')} {s['mean']:.3g}{pm})"
-            (line,) = ax.plot(x, y, linewidth=1.5, label=label, marker=_MARKERS[i % len(_MARKERS)], markersize=3,
-                              markevery=max(1, len(x) // 8))
-            ax.fill_between(x, y - se, y + se, color=line.get_color(), alpha=0.2, linewidth=0)
+            ax.plot(x, y, linewidth=1.5, label=label, marker=_MARKERS[i % len(_MARKERS)], markersize=3,
+                    markevery=max(1, len(x) // 8), color=colours[i])
+            if bands:
+                ax.fill_between(x, y - se, y + se, color=colours[i], alpha=0.2, linewidth=0)
             top = max(top, float(np.nanmax(y + se)))
             start.append(y[-1] if "insert" in str(mrows[0]["xlabel"]) else y[0])
         if start and "fraction" in str(prow[0]["xlabel"]):  # the unperturbed image's score, shared by all methods
@@ -131,9 +153,10 @@ def perturbation_curves(rows: Sequence[dict[str, Any]], scores: Sequence[dict[st
         if probability:
             ax.set_ylim(0, max(1.0, top) * 1.02)  # probabilities on their full scale: no zoomed-in axis
         ax.set_xlabel(str(prow[0]["xlabel"]), fontsize=_FONT + 1)
-        ax.set_ylabel(f"{prow[0]['ylabel']} (mean ± s.e.)", fontsize=_FONT + 1)
+        ax.set_ylabel(f"{prow[0]['ylabel']} ({'mean ± s.e.' if bands else 'mean; s.e. in the CSV'})",
+                      fontsize=_FONT + 1)
         ax.grid(alpha=0.3, linewidth=0.5)
-        ax.legend(fontsize=_FONT - 1, frameon=False)
+        _legend_below(ax, len(by_method))
         _title(ax, f"{metric} (n={max(r['n'] for r in prow)} maps per method)")
     if title:
         fig.suptitle(title, fontsize=_FONT + 2)
@@ -161,13 +184,16 @@ def randomisation_curve(rows: Sequence[dict[str, Any]], *, threshold: float | No
     cumulative = bool(first[0].get("cumulative", True))
     fig = _new_figure((max(5.0, 1.5 + 0.32 * len(layers)), 4.0), layout="constrained")
     ax = fig.add_subplot()
+    colours, bands = _method_colours(len(by_method)), _bands(len(by_method))
     for i, (method, mrows) in enumerate(by_method.items()):
         mrows = sorted(mrows, key=lambda r: r["step"])
         x = np.array([r["step"] for r in mrows])
         y = np.array([r["spearman"] for r in mrows])
         se = np.nan_to_num(np.array([r["se"] for r in mrows]))
-        (line,) = ax.plot(x, y, marker=_MARKERS[i % len(_MARKERS)], markersize=4, linewidth=1.5, label=str(method))
-        ax.fill_between(x, y - se, y + se, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.plot(x, y, marker=_MARKERS[i % len(_MARKERS)], markersize=4, linewidth=1.5, label=str(method),
+                color=colours[i])
+        if bands:
+            ax.fill_between(x, y - se, y + se, color=colours[i], alpha=0.2, linewidth=0)
     ax.axhline(0, color="0.5", linewidth=0.8)
     if threshold is not None:
         ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=1,
@@ -179,9 +205,10 @@ def randomisation_curve(rows: Sequence[dict[str, Any]], *, threshold: float | No
     ax.set_xlim(0.5, len(layers) + 0.5)
     ax.set_xlabel("layers randomised, from the output down, cumulatively (x: the last one randomised)"
                   if cumulative else "the one layer randomised", fontsize=_FONT + 1)
-    ax.set_ylabel("Spearman ρ, original vs randomised map\n(mean ± s.e.)", fontsize=_FONT + 1)
+    ax.set_ylabel(f"Spearman ρ, original vs randomised map\n({'mean ± s.e.' if bands else 'mean'})",
+                  fontsize=_FONT + 1)
     ax.grid(alpha=0.3, linewidth=0.5)
-    ax.legend(fontsize=_FONT - 1, frameon=False)
+    ax.legend(fontsize=_FONT - 1, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _title(ax, title or "model parameter randomisation")
     return fig
 
