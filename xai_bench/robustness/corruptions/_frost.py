@@ -14,8 +14,9 @@ interpolation) and its spatial spectrum approximately.
 What differs (measured by ``benchmarks/bench_imagenet_c_fidelity.py`` on eight 224² photos): frost PSNR agrees with
 the photographs to within ≈0.2 dB at every severity. The stand-in's three channels share one field (the photos'
 channels are highly but not perfectly correlated), each image's texture has exactly its profile's histogram (real
-crops vary around it: crop means have a standard deviation of 0.025–0.05), and there are no crystal shapes — it is
-a textured, correctly coloured veil, not a photograph of ice.
+crops vary around it: crop means have a standard deviation of 0.025–0.05), the lowest octave of the spectrum is
+about 40 % short, and there are no crystal shapes — it is a textured, correctly coloured veil, not a photograph of
+ice.
 
 ``XAI_BENCH_FROST_TEXTURES=procedural`` (or ``photos``) overrides the automatic choice, e.g. to compare machines with
 and without ``imagecorruptions``; the choice is logged once.
@@ -271,9 +272,11 @@ def procedural_frost(n: int, h: int, w: int, c: int, generator: torch.Generator 
     """A stand-in for ImageNet-C's frost crops calibrated on the photographs, N×C×H×W in [0, 1].
 
     Per image: a profile of ``FROST_PROFILES`` drawn uniformly (as the reference draws a photograph); white noise
-    shaped in Fourier space to the profile's octave-band spectrum (log-linear between band centres); then each
-    channel takes, by rank, the profile's quantile function — so the mean, contrast and histogram are the
-    photograph's and the spectrum close to it (``octave_band_power`` within ≈0.03 per band). ``photo`` fixes
+    shaped in Fourier space to the profile's octave-band spectrum (flat within each octave); then each channel
+    takes, by rank, the profile's quantile function — so the mean, contrast and histogram are the photograph's and
+    the spectrum close to it: ``octave_band_power`` within 0.05 per octave, except the lowest (1–2 cycles per
+    image), which gets about 60 % of the photographs' share because their crops also hold structure larger than
+    the crop and the stand-in is periodic at the image size. ``photo`` fixes
     each image's profile as in ``photo_frost``.
     """
     dev = like.device
@@ -284,14 +287,7 @@ def procedural_frost(n: int, h: int, w: int, c: int, generator: torch.Generator 
     f = _radial_frequency(h, w, dev)
     band = _band_index(f)
     count = torch.bincount(band[f > 0].reshape(-1), minlength=N_BANDS).clamp_min(1).double()
-    density = (bands / count).clamp_min(1e-12).log()  # N×B, log power per frequency bin at reference size
-    # log-linear interpolation in log2-frequency between band centres (k + ½ octaves above 1/224)
-    pos = (torch.log2((f * REFERENCE_SIZE).clamp_min(1e-6)) - 0.5).clamp(0, N_BANDS - 1)
-    lo = pos.floor().long().clamp(max=N_BANDS - 2)
-    t = (pos - lo).reshape(-1)
-    lo = lo.reshape(-1)
-    log_d = density[:, lo] * (1 - t) + density[:, lo + 1] * t
-    amp = torch.exp(0.5 * log_d).reshape(n, *f.shape)
+    amp = (bands / count).sqrt()[:, band]  # N×H×(W/2+1): each band's variance spread evenly over its bins
     amp[:, 0, 0] = 0
     noise = randn((n, h, w), generator, like.float()).double()
     field = torch.fft.irfft2(torch.fft.rfft2(noise) * amp, s=(h, w)).reshape(n, -1)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["frost_photo_dir", "load_imagecorruptions"]
+__all__ = ["frost_photo_dir", "install_pkg_resources_shim", "load_imagecorruptions"]
 
 FROST_PHOTOS = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
 
@@ -54,10 +54,8 @@ def _gaussian_multichannel(image: Any, *args: Any, multichannel: bool | None = N
     return gaussian(image, *args, **kwargs)
 
 
-def load_imagecorruptions() -> types.ModuleType:
-    """Import ``imagecorruptions`` with the shims above; raises ``ImportError`` when it is not installed."""
-    if importlib.util.find_spec("imagecorruptions") is None:
-        raise ImportError("imagecorruptions is not installed (pip install 'xai-bench[bench]')")
+def install_pkg_resources_shim() -> None:
+    """Make ``from pkg_resources import resource_filename`` work where setuptools no longer has it."""
     try:
         import pkg_resources  # noqa: F401
     except ImportError:
@@ -68,6 +66,13 @@ def load_imagecorruptions() -> types.ModuleType:
 
         shim.resource_filename = resource_filename  # type: ignore[attr-defined]
         sys.modules["pkg_resources"] = shim
+
+
+def load_imagecorruptions() -> types.ModuleType:
+    """Import ``imagecorruptions`` with the shims above; raises ``ImportError`` when it is not installed."""
+    if importlib.util.find_spec("imagecorruptions") is None:
+        raise ImportError("imagecorruptions is not installed (pip install 'xai-bench[bench]')")
+    install_pkg_resources_shim()
     ic = importlib.import_module("imagecorruptions")
     mod = importlib.import_module("imagecorruptions.corruptions")
     mod.gaussian = _gaussian_multichannel  # type: ignore[attr-defined]
