@@ -135,9 +135,10 @@ def _c_glass_blur(x: Tensor, severity: int, generator: torch.Generator | None) -
 
     The sweep is the reference's, pixel for pixel (``glass_sweep_step``: each swept pixel, bottom-right to top-left,
     takes the current value of a random neighbour within [-δ, δ), so content moves along chains of hops), computed
-    exactly but in closed form over the whole batch. Only the random numbers differ from NumPy's. Mean PSNR agrees
-    with ``imagecorruptions`` to within ≈0.1 dB at every severity on 224² photos
-    (``benchmarks/bench_imagenet_c_fidelity.py``). Images with fewer than 2δ+1 rows or columns are only blurred.
+    exactly but in closed form over the whole batch (given the same offsets the output equals ``imagecorruptions``';
+    only the random numbers differ from NumPy's). Mean PSNR agrees with ``imagecorruptions`` to within 0.02 dB at
+    every severity on 224² photos (``benchmarks/bench_imagenet_c_fidelity.py``); ≈10–20 ms per 224² image on one
+    CPU thread, against 0.8–3.5 s for the reference loop. Images with at most 2δ rows or columns are only blurred.
     """
     sigma, delta, iters = [(0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)][severity - 1]
     n, c, h, w = x.shape
