@@ -21,7 +21,8 @@ from xai_bench.ops import correlate2d
 __all__ = [
     "clipped_zoom",
     "finish",
-    "gather_pixels",
+    "glass_sweep_sources",
+    "glass_sweep_step",
     "gray",
     "hsv_value_shift",
     "jpeg_roundtrip",
@@ -64,11 +65,74 @@ def gray(x: Tensor) -> Tensor:
     return x.mean(1, keepdim=True)
 
 
-def gather_pixels(x: Tensor, iy: Tensor, ix: Tensor) -> Tensor:
-    """``out[n, c, i, j] = x[n, c, iy[n, i, j], ix[n, i, j]]`` for per-image integer index maps (N×H×W)."""
-    n, c, _, w = x.shape
-    flat = (iy * w + ix).reshape(n, 1, -1).expand(n, c, -1)
-    return x.reshape(n, c, -1).gather(2, flat).reshape(n, c, *iy.shape[1:])
+def glass_sweep_step(dy: Tensor, dx: Tensor, h: int, w: int, delta: int) -> Tensor:
+    """Where each pixel's value comes from after one pass of ImageNet-C's glass-blur sweep, for given offsets.
+
+    The reference (``make_imagenet_c.py``, unchanged in ``imagecorruptions``) runs, on an H×W×3 uint8 array::
+
+        for h in range(H - δ, δ, -1):
+            for w in range(W - δ, δ, -1):
+                dx, dy = np.random.randint(-δ, δ, size=(2,))
+                x[h, w], x[h + dy, w + dx] = x[h + dy, w + dx], x[h, w]
+
+    ``x[h, w]`` of a 3-D array is a *view*, so this "swap" first copies the neighbour's pixel into ``(h, w)`` and
+    then writes that same value back: each swept pixel is overwritten by its neighbour's *current* value (a true
+    swap happens only for 2-D greyscale arrays). A neighbour swept earlier already holds a copied value, so content
+    travels along chains of hops — which is why a one-hop parallel resampling moves it less.
+
+    Every swept pixel is written exactly once per pass, so the sequential sweep has a closed form: pixel ``p``
+    reading ``q`` ends with the original value of ``q`` if ``q`` is swept after ``p`` (or never), else with whatever
+    ``q`` received. Those "else" links form chains that strictly go back in sweep order; pointer jumping resolves
+    all of them at once in O(log chain length) gathers over the whole batch, instead of ≈5·10⁴ dependent steps.
+
+    Args:
+        dy, dx: integer offsets in [-δ, δ) for the swept pixels, N×(H-2δ)×(W-2δ), indexed by (row, column) from the
+            top-left swept pixel ``(δ+1, δ+1)``.
+        h, w: image size. delta: δ.
+
+    Returns:
+        N×(H·W) long tensor ``src``: after the pass, flat pixel ``i`` holds the value that flat pixel ``src[i]`` had
+        before it.
+    """
+    n, nh, nw = dy.shape
+    device = dy.device
+    idx = torch.arange(h * w, device=device)
+    if nh <= 0 or nw <= 0:
+        return idx.expand(n, h * w).clone()
+    rows = torch.arange(delta + 1, h - delta + 1, device=device)
+    cols = torch.arange(delta + 1, w - delta + 1, device=device)
+    p = (rows[:, None] * w + cols[None, :]).reshape(-1)  # swept pixels, flat
+    # position in the sweep: rows from the bottom, columns from the right; never-swept pixels come "last"
+    order = torch.full((h * w,), h * w, device=device, dtype=torch.long)
+    order[p] = ((h - delta - rows)[:, None] * nw + (w - delta - cols)[None, :]).reshape(-1)
+    q = (p.view(1, nh, nw) + dy * w + dx).reshape(n, -1)
+    chained = order[q] < order[p]  # q was overwritten before p read it
+    nxt = idx.expand(n, h * w).clone()
+    nxt[:, p] = torch.where(chained, q, p)
+    term = idx.expand(n, h * w).clone()
+    term[:, p] = q
+    while True:  # pointer jumping to the first link whose source was still original
+        jumped = nxt.gather(1, nxt)
+        if torch.equal(jumped, nxt):
+            break
+        nxt = jumped
+    return term.gather(1, nxt)
+
+
+def glass_sweep_sources(n: int, h: int, w: int, delta: int, iterations: int, generator: torch.Generator | None,
+                        like: Tensor) -> Tensor:
+    """``iterations`` passes of ImageNet-C's glass-blur sweep (see ``glass_sweep_step``) with fresh random offsets,
+    composed into one N×(H·W) source index map on ``like``'s device."""
+    nh, nw = h - 2 * delta, w - 2 * delta
+    src = torch.arange(h * w, device=like.device).expand(n, h * w)
+    for _ in range(iterations):
+        if nh <= 0 or nw <= 0:
+            break
+        # reference order of draws: dx, then dy, per pixel
+        d = torch.floor(rand((n, nh, nw, 2), generator, like.float()) * 2 * delta).long() - delta
+        step = glass_sweep_step(d[..., 1], d[..., 0], h, w, delta)
+        src = src.gather(1, step)  # y_new[i] = y_old[step[i]] = x[src[step[i]]]
+    return src
 
 
 def motion_blur(x: Tensor, radius: float, sigma: float, angles: Tensor) -> Tensor:

@@ -25,10 +25,11 @@ from torch import Tensor
 from xai_bench.checks import check_images
 from xai_bench.ops import correlate2d, gaussian_filter, separable_filter
 from xai_bench.registry import Registry
+from xai_bench.robustness.corruptions._frost import FROST_BLEND, frost_layer
 from xai_bench.robustness.corruptions._kernels import (
     clipped_zoom,
     finish,
-    gather_pixels,
+    glass_sweep_sources,
     gray,
     hsv_value_shift,
     jpeg_roundtrip,
@@ -130,26 +131,21 @@ def _c_defocus_blur(x: Tensor, severity: int, generator: torch.Generator | None)
 
 @_imagenet_c("glass_blur")
 def _c_glass_blur(x: Tensor, severity: int, generator: torch.Generator | None) -> Tensor:
-    """ImageNet-C glass blur: Gaussian blur, local pixel shuffling within ±δ, blur again.
+    """ImageNet-C glass blur: Gaussian blur (stored as uint8), ImageNet-C's sequential local pixel sweep, blur again.
 
-    Batched variant: the reference swaps pixels one at a time in a sequential sweep (≈10⁵ dependent swaps per
-    image). Here every interior pixel instead reads, all at once, the pixel at a random offset in [-δ, δ) — the same
-    neighbourhood and sweep region, a local resampling rather than a permutation — which looks and scores alike and
-    is orders of magnitude faster.
+    The sweep is the reference's, pixel for pixel (``glass_sweep_step``: each swept pixel, bottom-right to top-left,
+    takes the current value of a random neighbour within [-δ, δ), so content moves along chains of hops), computed
+    exactly but in closed form over the whole batch (given the same offsets the output equals ``imagecorruptions``';
+    only the random numbers differ from NumPy's). Mean PSNR agrees with ``imagecorruptions`` to within 0.02 dB at
+    every severity on 224² photos (``benchmarks/bench_imagenet_c_fidelity.py``); ≈10–20 ms per 224² image on one
+    CPU thread, against 0.8–3.5 s for the reference loop. Images with at most 2δ rows or columns are only blurred.
     """
     sigma, delta, iters = [(0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)][severity - 1]
-    n, _, h, w = x.shape
+    n, c, h, w = x.shape
     # The reference stores the first blur as uint8 (truncating).
     x = torch.floor(gaussian_filter(x, sigma).clamp(0, 1) * 255) / 255
-    ys = torch.arange(h, device=x.device)[None, :, None].expand(n, h, w)
-    xs = torch.arange(w, device=x.device)[None, None, :].expand(n, h, w)
-    inner = ((ys > delta) & (ys <= h - delta) & (xs > delta) & (xs <= w - delta))
-    for _ in range(iters):
-        dy = torch.floor(rand((n, h, w), generator, x) * 2 * delta).long() - delta
-        dx = torch.floor(rand((n, h, w), generator, x) * 2 * delta).long() - delta
-        iy = torch.where(inner, ys + dy, ys).clamp(0, h - 1)
-        ix = torch.where(inner, xs + dx, xs).clamp(0, w - 1)
-        x = gather_pixels(x, iy, ix)
+    src = glass_sweep_sources(n, h, w, delta, iters, generator, x)
+    x = x.reshape(n, c, h * w).gather(2, src[:, None, :].expand(n, c, h * w)).reshape(n, c, h, w)
     return gaussian_filter(x, sigma)
 
 
@@ -201,40 +197,20 @@ def _c_snow(x: Tensor, severity: int, generator: torch.Generator | None) -> Tens
     return x + layer + layer.flip(-2, -1)
 
 
-def _frost_texture(n: int, h: int, w: int, c: int, generator: torch.Generator | None, like: Tensor) -> Tensor:
-    """A procedural stand-in for ImageNet-C's frost photographs, N×C×H×W in [0, 1], one per image.
-
-    Smooth plasma blotches where frost gathers, with fine grain and crystal streaks along three directions 60° apart
-    inside them, tinted icy blue-white (mean ≈ 0.4, like the photographs).
-    """
-    size = 1 << max(1, math.ceil(math.log2(max(h, w))))
-    haze = plasma_fractal(n, size, 1.8, generator, like)[:, None, :h, :w]
-    grain = plasma_fractal(n, size, 1.15, generator, like)[:, None, :h, :w]
-    streaks = torch.zeros(n, 1, h, w, device=like.device, dtype=like.dtype)
-    base_angle = rand((n,), generator, like) * 180
-    for offset in (0.0, 60.0, 120.0):  # hexagonal ice-crystal directions
-        seeds = (rand((n, 1, h, w), generator, like) < 0.004).to(like.dtype)
-        streaks = streaks + motion_blur(seeds, 10, 8, base_angle + offset)
-    streaks = (streaks / streaks.amax((1, 2, 3), keepdim=True).clamp_min(1e-12)).clamp(0, 1)
-    # frost gathers in bright blotches (haze); crystals and grain show mostly inside them
-    tex = haze**2 * (0.5 + 0.5 * grain) + 1.5 * haze * streaks.sqrt()
-    tex = (tex / tex.amax((1, 2, 3), keepdim=True).clamp_min(1e-12)).sqrt()  # frost photos average ≈ 0.4–0.5
-    tint = torch.tensor([0.82, 0.9, 1.0], device=like.device, dtype=like.dtype)
-    tint = tint.view(1, 3, 1, 1) if c == 3 else tint.mean().view(1, 1, 1, 1).expand(1, c, 1, 1)
-    return tex * tint
-
-
 @_imagenet_c("frost")
 def _c_frost(x: Tensor, severity: int, generator: torch.Generator | None) -> Tensor:
     """ImageNet-C frost: ``clip(a·x + b·frost)`` with (a, b) from the reference table.
 
-    The reference blends random crops of six frost photographs that we do not ship; the frost layer here is
-    synthesised procedurally (``_frost_texture``: plasma blotches, grain and crystal streaks, icy tint), so scores
-    are comparable in spirit but not numerically to published ImageNet-C frost results.
+    The frost layer is a random crop of ImageNet-C's own frost photographs when the optional package
+    ``imagecorruptions`` is installed (``pip install 'xai-bench[bench]'``; read from its package data), and
+    otherwise a procedural stand-in calibrated on those photographs (per-channel histograms and spatial spectrum;
+    see ``_frost``). Mean PSNR on 224² photos: photographs within ≈0.1 dB of ``imagecorruptions``, stand-in within
+    ≈0.2 dB, at every severity; the stand-in has the photographs' brightness, contrast and colour but no crystal
+    shapes. ``XAI_BENCH_FROST_TEXTURES=photos|procedural`` forces one; the choice is logged.
     """
-    a, b = [(1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)][severity - 1]
+    a, b = FROST_BLEND[severity - 1]
     n, c, h, w = x.shape
-    return a * x + b * _frost_texture(n, h, w, c, generator, x)
+    return a * x + b * frost_layer(n, h, w, c, generator, x)
 
 
 @_imagenet_c("fog")
