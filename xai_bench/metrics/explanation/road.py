@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from xai_bench.checks import check_number
 from xai_bench.metrics.explanation import _perturb as P
 from xai_bench.metrics.explanation.base import register_metric
-from xai_bench.metrics.explanation.faithfulness import _CurveMetric
+from xai_bench.metrics.explanation._curve import _CurveMetric
 
 __all__ = ["ROAD", "linear_imputation"]
 
@@ -202,8 +202,10 @@ class ROAD(_CurveMetric):
         curve = P.perturbed_scores(model, images, targets, len(counts), make, softmax=self.softmax)
         return curve, counts.float() / n_pix
 
-    def score(self, model, images, targets, maps, *, masks=None, explainer=None) -> Tensor:
-        curve, x = self._curves(model, images, targets, maps)
+    curve_xlabel = "fraction of pixels removed and imputed"
+    score_label = "mean height"
+
+    def _summarise(self, curve: Tensor, x: Tensor) -> Tensor:
         width = float(x[-1] - x[0])
         if width <= 0:  # one percentage (or all rounding to the same count): the curve's mean height
             return curve.mean(-1)
