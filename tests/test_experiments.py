@@ -52,7 +52,7 @@ def test_metrics_study_runs_under_debug(compose, tmp_path):
                               "model.num_classes=6", "model.input_size=32",
                               "attribution.lime.kwargs.n_samples=32", "attribution.rise.kwargs.n_masks=200",
                               "attribution.integrated_gradients.kwargs.n_steps=8",
-                              "attribution.smoothgrad.kwargs.nt_samples=4"], tmp_path)
+                              "attribution.smoothgrad.wrapper.nt_samples=4"], tmp_path)
     metrics = explain.run(cfg)
     assert len(metrics["methods"]) == 11
     with open(tmp_path / "tables" / "metrics.csv") as f:
