@@ -13,6 +13,7 @@ uncertainty); the shared drawing kit is in ``_common``.
 
 from xai_bench.viz._common import (CMAP_ABSOLUTE, CMAP_ISOLINES, CMAP_OVERLAY, CMAP_SIGNED, SCALES, display_ranges,
                                    map_range, normalize_map, save_figure)
+from xai_bench.viz.superpixels import segment_weights, topk_superpixel_figure
 from xai_bench.viz.attribution import (
     attribution_figure,
     attribution_grid,
@@ -54,6 +55,8 @@ __all__ = [
     "image_grid",
     "member_votes_figure",
     "normalize_map",
+    "segment_weights",
+    "topk_superpixel_figure",
     "display_ranges",
     "map_range",
     "SCALES",
