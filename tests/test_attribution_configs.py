@@ -226,7 +226,7 @@ def test_bad_config_keys_are_errors():
 
 # ------------------------------------------------------------------------------------------ baselines / superpixels
 def test_single_segment_is_a_clear_error():
-    cfg = OmegaConf.merge(load(CONF_DIR / "kernel_shap.yaml"), {"segmentation": {"n_segments": 1}})
+    cfg = OmegaConf.merge(load(CONF_DIR / "kernel_shap.yaml"), {"segmentation": {"slic": {"n_segments": 1}}})
     with pytest.raises(ValueError, match="single segment"):
         build_attribution(cfg, tiny_cnn()).attribute(images(), 0)
 
@@ -271,3 +271,42 @@ def test_reduce_and_display():
     assert signed.flatten().tolist() == [1.0, -1.0]
     unsigned = to_display(maps, signed=False)
     assert unsigned.flatten().tolist() == pytest.approx([4 / 6, 1.0])
+
+
+# ------------------------------------------------------------------------------------------ segmentation settings
+@pytest.mark.parametrize("algorithm", ["slic", "quickshift", "grid"])
+def test_switching_segmentation_algorithm_keeps_settings_apart(algorithm):
+    # The YAML's SLIC settings stay in segmentation.slic: switching algorithm never passes them to quickshift
+    # (which used to raise scikit-image's bare TypeError for `compactness`).
+    from xai_bench.attribution.superpixels import segment
+
+    cfg = load(CONF_DIR / "lime.yaml", segmentation={"algorithm": algorithm})
+    x = F.interpolate(images(2, 4), size=32, mode="bilinear")
+    maps = build_attribution(cfg, tiny_cnn()).attribute(x, 0)
+    assert maps.shape == (2, 1, 32, 32) and torch.isfinite(maps).all()
+    assert all(m.max() >= 2 for m in segment(x, cfg.segmentation))  # several segments on 32×32: sized defaults
+
+
+def test_quickshift_defaults_are_sized_to_the_image():
+    from xai_bench.attribution.superpixels import segment, sized_params
+
+    assert sized_params("quickshift", {"kernel_size": None, "max_dist": None}, 224, 224) == {"kernel_size": 4.0,
+                                                                                           "max_dist": 200.0}
+    small = sized_params("quickshift", {"kernel_size": None, "max_dist": None}, 32, 32)
+    assert small["kernel_size"] == 1.0 and small["max_dist"] == pytest.approx(200 * 32 / 224)
+    x = F.interpolate(images(2, 4), size=32, mode="bilinear")
+    masks = segment(x, {"algorithm": "quickshift"})
+    assert all(m.max() >= 2 for m in masks)  # LIME's 224² settings (4 / 200) give one segment here
+
+
+@pytest.mark.parametrize("segmentation,match", [
+    ({"algorithm": "quickshift", "quickshift": {"compactness": 10}}, r"quickshift does not take \['compactness'\]"),
+    ({"algorithm": "slic", "slic": {"n_segment": 10}}, "valid keys: n_segments"),
+    ({"algorithm": "slic", "n_segments": 10}, "outside an algorithm's node"),
+    ({"algorithm": "felzenszwalb"}, "superpixel algorithm"),
+])
+def test_bad_segmentation_settings_fail_when_built(segmentation, match):
+    cfg = OmegaConf.merge(load(CONF_DIR / "lime.yaml"), {"segmentation": None})
+    cfg.segmentation = segmentation
+    with pytest.raises(ValueError, match=match):
+        build_attribution(OmegaConf.to_container(cfg), tiny_cnn())

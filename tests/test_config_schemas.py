@@ -110,6 +110,8 @@ MISSPELT = [
     ("train", [], "optim.momentun", "momentum"),
     ("explain", [], "attribution.integrated_gradients.kwargs.n_step", "n_steps"),
     ("attack", ["attack=pgd_linf"], "attack.method.stepz", "steps"),
+    ("explain", ["attribution=lime"], "attribution.lime.segmentation.slic.n_segmnts", "n_segments"),
+    ("explain", ["attribution=lime"], "attribution.lime.segmentation.quickshift.kernel_sise", "kernel_size"),
 ]
 
 

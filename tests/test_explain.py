@@ -231,3 +231,31 @@ def test_default_config_gradcam_points_at_the_cat_and_the_cup(compose, tmp_path)
     maps = load_file(str(out / "maps.safetensors"))["gradcam"][:, 0]
     left = maps[:, :, :112].sum((1, 2)) / maps.sum((1, 2))
     assert left[0] >= 0.65 and left[1] <= 0.35, left
+
+
+def test_lime_topk_figure_scale_and_target_output(compose, tmp_path):
+    _, out = _run(compose, tmp_path, [*DATA, "max_images=2", "attribution=lime", "attribution.lime.kwargs.n_samples=16",
+                                      "attribution.lime.segmentation.algorithm=quickshift", "figure.topk=3",
+                                      "figure.scale=per_method", "save_maps=false"])
+    assert (out / "figures" / "lime_topk.png").is_file()
+    assert {r["attributed_output"] for r in _rows(out)} == {"logit of target"}
+    with pytest.raises(ValueError, match="figure.scale"):
+        _run(compose, tmp_path, [*ONE, "figure.scale=global"], "bad")
+
+
+def test_constant_map_warns_with_method_and_setting(caplog):
+    from xai_bench.attribution.diagnostics import constant_rows, target_output, warn_constant_maps
+    from xai_bench.attribution.runner import build_attribution
+    from xai_bench.models import create_model
+
+    model = create_model("small_cnn", num_classes=3, in_chans=3, input_size=32)
+    occ = build_attribution({**attribution_node(CONF_DIR / "occlusion.yaml"), "window": 64}, model)
+    maps = torch.ones(2, 1, 32, 32)
+    maps[1, 0, 0, 0] = 2.0
+    assert constant_rows(maps) == [0] and constant_rows(torch.zeros(1, 1, 4, 4)) == [0]
+    with caplog.at_level("WARNING"):
+        assert warn_constant_maps(occ, maps, ["a", "b"]) == [0]
+    assert "occlusion" in caplog.text and "window (64×64" in caplog.text and "32×32" in caplog.text
+    assert target_output(occ) == "logit"
+    rise = build_attribution(attribution_node(CONF_DIR / "rise.yaml"), model)
+    assert target_output(rise) == "probability"

@@ -39,7 +39,8 @@ def _save_and_check(fig: Figure, tmp_path, name: str = "fig.png") -> Image.Image
 def test_normalize_map_absolute_sums_magnitudes_and_scales_by_max() -> None:
     attr = np.array([[[1.0, -2.0], [0.0, 4.0]], [[-1.0, 2.0], [3.0, -4.0]]])  # C=2, H=W=2
     out = viz.normalize_map(attr, signed=False, percentile=100)
-    np.testing.assert_allclose(out, np.array([[2.0, 4.0], [3.0, 8.0]]) / 8.0)
+    # magnitudes [[2, 4], [3, 8]]: the minimum is subtracted before scaling (issue 9), so the map spans [0, 1]
+    np.testing.assert_allclose(out, (np.array([[2.0, 4.0], [3.0, 8.0]]) - 2.0) / 6.0, rtol=1e-6)
     assert out.shape == (2, 2) and out.dtype == np.float32
 
 
@@ -56,7 +57,10 @@ def test_normalize_map_percentile_clips_outliers_and_batches_per_sample() -> Non
     batch = np.stack([m, 3 * m, np.zeros_like(m)])  # N=3, C=1
     out = viz.normalize_map(batch, signed=False, percentile=90)
     assert out.shape == (3, 10, 10)
-    np.testing.assert_allclose(out[0], np.ones((10, 10)))  # 90th percentile is 1 → everything clips to 1
+    # min-subtracted, the flat part is 0 and the 90th percentile equals the minimum: the maximum scales it instead
+    expected = np.zeros((10, 10))
+    expected[0, 0] = 1.0
+    np.testing.assert_allclose(out[0], expected)
     np.testing.assert_allclose(out[1], out[0])  # each map scaled on its own
     np.testing.assert_array_equal(out[2], 0.0)  # an all-zero map stays zero instead of dividing by zero
     signed = viz.normalize_map(-batch, signed=True, percentile=90)
@@ -132,10 +136,11 @@ def test_attribution_grid_has_one_axes_per_cell(tmp_path, channels: int, kind: s
     }
     fig = viz.attribution_grid(images, maps, titles=["cat 0.93", "dog 0.51", "a very long class name 0.10"],
                                kind=kind, signed={"IntegratedGradients": True})
-    assert len(fig.axes) == 3 * (1 + 4)
-    assert [ax.get_title() for ax in fig.axes[:5]] == ["image", "Saliency", "IntegratedGradients", "GradCAM",
-                                                        "Occlusion"]
-    assert all(not ax.get_xticks().size and not ax.get_yticks().size for ax in fig.axes)
+    cells = [ax for ax in fig.axes if ax.get_label() != "colorbar"]  # grids have a colour bar per method column
+    assert len(cells) == 3 * (1 + 4) and len(fig.axes) == len(cells) + 4
+    assert [ax.get_title() for ax in cells[:5]] == ["image", "Saliency", "IntegratedGradients", "GradCAM",
+                                                     "Occlusion"]
+    assert all(not ax.get_xticks().size and not ax.get_yticks().size for ax in cells)
     _save_and_check(fig, tmp_path)
 
 
@@ -143,7 +148,8 @@ def test_attribution_grid_models_two_level_header(tmp_path) -> None:
     g = torch.Generator().manual_seed(2)
     maps = {(m, k): torch.rand(2, 1, 12, 16, generator=g) for m in ("resnet", "vit") for k in ("Saliency", "IG")}
     fig = viz.attribution_grid(_images(2, 3), maps, models=["vit", "resnet"], signed=True)
-    assert len(fig.axes) == 2 * 2 * (1 + 2)  # rows × model blocks × (image + methods)
+    cells = [ax for ax in fig.axes if ax.get_label() != "colorbar"]
+    assert len(cells) == 2 * 2 * (1 + 2)  # rows × model blocks × (image + methods)
     assert [t.get_text() for t in fig.texts] == ["vit", "resnet"]
     _save_and_check(fig, tmp_path)
 
@@ -255,3 +261,61 @@ def test_attribution_grid_per_method_kinds():
 
     with pytest.raises(ValueError, match="kind must be one of"):
         viz.attribution_grid(images, maps, kind="heatmap", method_kinds={"gradcam": "sparkles"})
+
+
+# ------------------------------------------------------------------------------------------- map scaling (issue 9)
+def _drawn(ax) -> np.ndarray:
+    """The normalised values behind the colours of a heat-map cell."""
+    return np.asarray(ax.get_images()[-1].get_array(), dtype=float)
+
+
+def test_small_dynamic_range_map_spans_the_colour_map() -> None:
+    # RISE scores in [0.229, 0.283]: divided by a percentile without subtracting the minimum, they landed in
+    # [0.81, 1] (a uniform red wash).
+    yy, xx = np.mgrid[:32, :32]
+    rise = 0.229 + 0.054 * np.exp(-((yy - 12) ** 2 + (xx - 20) ** 2) / 60.0)
+    out = viz.normalize_map(rise[None], percentile=99)
+    assert out.max() - out.min() >= 0.9
+    fig = viz.attribution_grid(_images(1, 3, 32, 32), {"rise": rise[None, None]}, kind="heatmap", percentile=99)
+    values = _drawn(fig.axes[1])
+    assert values.max() - values.min() >= 0.9
+
+
+def test_signed_map_puts_zero_at_the_centre_of_the_colour_map() -> None:
+    m = np.zeros((1, 1, 8, 8))
+    m[0, 0, :4] = 3.0
+    m[0, 0, 4:, :4] = -1.0  # zeros elsewhere; asymmetric extremes
+    fig = viz.attribution_grid(_images(1, 3, 8, 8), {"ig": m}, kind="heatmap", signed=True, percentile=100)
+    im = fig.axes[1].get_images()[-1]
+    assert im.norm(_drawn(fig.axes[1])[7, 7]) == pytest.approx(0.5)  # 0 → the middle of bwr
+    assert im.get_cmap().name == viz.CMAP_SIGNED
+    lo, hi = viz.display_ranges({"ig": m}, {"ig": True}, percentile=100)["ig"][0]
+    assert lo == -hi == -3.0
+
+
+def test_per_method_scale_keeps_ratios_between_images() -> None:
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(1, 1, 8, 8, generator=g)
+    base[..., 0, 0] = 0.0  # a shared minimum of 0
+    maps = torch.cat([base, 0.25 * base])  # the second image's map is a quarter of the first's
+    ranges = viz.display_ranges({"gradcam": maps}, scale="per_method", percentile=100)["gradcam"]
+    np.testing.assert_array_equal(ranges[0], ranges[1])
+    fig = viz.attribution_grid(_images(2, 3, 8, 8), {"gradcam": maps}, kind="heatmap", scale="per_method",
+                               percentile=100)
+    cells = [ax for ax in fig.axes if ax.get_label() != "colorbar"]
+    np.testing.assert_allclose(_drawn(cells[3]), 0.25 * _drawn(cells[1]), atol=1e-6)
+    per_map = viz.attribution_grid(_images(2, 3, 8, 8), {"gradcam": maps}, kind="heatmap", percentile=100)
+    cells = [ax for ax in per_map.axes if ax.get_label() != "colorbar"]
+    np.testing.assert_allclose(_drawn(cells[3]), _drawn(cells[1]), atol=1e-6)  # each map on its own
+    # the scale in use is said on the figure; the colour bar of a per_method column reads in map units
+    assert any("per_method" in a.get_text() for a in fig.artists if hasattr(a, "get_text"))
+    bar = [ax for ax in fig.axes if ax.get_label() == "colorbar"][0]
+    assert [t.get_text() for t in bar.get_xticklabels()][-1] == f"{float(maps.max()):.3g}"
+
+
+def test_per_image_scale_is_shared_across_methods_of_a_row() -> None:
+    a = torch.rand(2, 1, 8, 8)
+    ranges = viz.display_ranges({"a": a, "b": 2 * a}, scale="per_image", percentile=100)
+    np.testing.assert_array_equal(ranges["a"], ranges["b"])
+    with pytest.raises(ValueError, match="scale"):
+        viz.display_ranges({"a": a}, scale="global")

@@ -11,7 +11,7 @@ Every attribution method, Captum's or ours, is one YAML file (see ``conf/attribu
     wrapper: null          # {type: smoothgrad|smoothgrad_sq|vargrad, nt_samples, stdevs, nt_samples_batch_size}
     forgrad_sigma: null    # ForGrad low-pass of the map when set
     channel_reduction: sum # sum | abs_sum | max_abs | mean | null (keep C channels)
-    segmentation: null     # feature mask: {algorithm: slic|quickshift|grid, ...} (superpixels.py)
+    segmentation: null     # feature mask: {algorithm: slic|quickshift|grid, slic: {...}, ...} (superpixels.py)
     window: null           # Occlusion: square window / stride in pixels, spanning all channels (null: ≈ side/4, half
     stride: null           #   of that; a window that fits the image whatever its size)
     signed: null           # method facts (see base.py): null → the method class's attribute of that name, else false
@@ -44,7 +44,7 @@ from xai_bench.batching import run_batched
 from xai_bench._compat import deeplift_nonlinearities
 from xai_bench.attribution.base import FACT_NAMES, MethodFacts, method_facts
 from xai_bench.attribution.baselines import BASELINE_KINDS, make_baseline
-from xai_bench.attribution.superpixels import superpixel_masks
+from xai_bench.attribution.superpixels import segment, segmentation_settings
 from xai_bench.checks import as_class_indices, check_images, eval_mode
 from xai_bench.registry import unknown_name_message
 from xai_bench.utils import build
@@ -187,14 +187,15 @@ class Explainer:
             else:
                 extras["baselines"] = make_baseline(self.baseline, images, **self.baseline_params)
         if self.segmentation is not None:
-            masks = superpixel_masks(images, **self.segmentation)
+            masks = segment(images, self.segmentation)
             if self.facts.one_image_per_call:
                 # Kernel SHAP's coalition sampler divides by zero for one feature (NaN deep inside Captum), and a
                 # one-feature surrogate explains nothing.
                 single = (masks.flatten(1).amax(1) == 0).nonzero().flatten().tolist()
                 if single:
                     raise ValueError(f"{self.name}: segmentation {self.segmentation} gave a single segment for "
-                                     f"image(s) {single}; raise segmentation.n_segments, lower compactness, or use "
+                                     f"image(s) {single} of {images.shape[-2]}×{images.shape[-1]} px; raise "
+                                     f"segmentation.slic.n_segments, lower segmentation.quickshift.max_dist, or use "
                                      f"segmentation.algorithm: grid")
             extras["feature_mask"] = masks
         return extras
@@ -306,6 +307,8 @@ def build_attribution(cfg: Mapping[str, Any], model: nn.Module) -> Explainer:
     reduction = opts.get("channel_reduction", "sum")
     if reduction is not None and reduction not in CHANNEL_REDUCTIONS:
         raise ValueError(f"channel_reduction must be one of {CHANNEL_REDUCTIONS} or null, got {reduction!r}")
+    if opts.get("segmentation") is not None:
+        segmentation_settings(opts["segmentation"])  # a setting the algorithm does not take fails here, not later
     if opts.get("window") is not None and int(opts["window"]) < 1:
         raise ValueError(f"window must be >= 1 pixel, got {opts['window']}")
 

@@ -24,7 +24,45 @@ from typing import Any, Optional
 from omegaconf import MISSING
 
 __all__ = ["SCHEMAS", "AttackSchema", "AttributionSchema", "CorruptionSchema", "EarlyStoppingSchema",
-           "EnsembleSchema", "ModelSchema", "PathsSchema", "SchedulerSchema", "TrainerSchema", "register"]
+           "EnsembleSchema", "ModelSchema", "PathsSchema", "SchedulerSchema", "SegmentationSchema", "TrainerSchema",
+           "register"]
+
+
+@dataclass
+class SlicSchema:
+    """SLIC superpixels (``skimage.segmentation.slic``)."""
+
+    n_segments: int = 50
+    compactness: float = 10.0
+    sigma: float = 1.0
+
+
+@dataclass
+class QuickshiftSchema:
+    """Quickshift superpixels (``skimage.segmentation.quickshift``); null: sized to the image (superpixels.py)."""
+
+    kernel_size: Optional[float] = None        # 4 at 224², scaled with the shorter side (≥ 1)
+    max_dist: Optional[float] = None           # 200 at 224², scaled with the shorter side
+    ratio: float = 0.2
+
+
+@dataclass
+class GridSchema:
+    """Square patches; ``patch_size`` pixels, else about ``n_segments`` cells (null and null: 49 cells)."""
+
+    patch_size: Optional[int] = None
+    n_segments: Optional[int] = None
+
+
+@dataclass
+class SegmentationSchema:
+    """Feature masks of LIME, Kernel SHAP and feature ablation: each algorithm's settings under its own key, so
+    switching ``algorithm`` never passes SLIC's settings to quickshift."""
+
+    algorithm: str = "slic"                    # slic | quickshift | grid
+    slic: SlicSchema = field(default_factory=SlicSchema)
+    quickshift: QuickshiftSchema = field(default_factory=QuickshiftSchema)
+    grid: GridSchema = field(default_factory=GridSchema)
 
 
 @dataclass
@@ -43,7 +81,7 @@ class AttributionSchema:
     wrapper: Optional[Any] = None              # {type: smoothgrad|smoothgrad_sq|vargrad, nt_samples, stdevs, …}
     forgrad_sigma: Optional[float] = None      # ForGrad low-pass of the map
     channel_reduction: Optional[str] = "sum"   # sum | abs_sum | max_abs | mean | null
-    segmentation: Optional[Any] = None         # feature mask: {algorithm: slic|quickshift|grid, …}
+    segmentation: Optional[SegmentationSchema] = None  # feature mask (LIME, Kernel SHAP, feature ablation)
     window: Optional[int] = None               # Occlusion window / stride in pixels (null: sized to the image)
     stride: Optional[int] = None
     batch_size: Optional[int] = None           # images per attribute() call (halved on out-of-memory)

@@ -26,7 +26,14 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from xai_bench.config.schemas import (AttackSchema, AttributionSchema, CorruptionSchema, EarlyStoppingSchema,
-                                      EnsembleSchema, ModelSchema, PathsSchema, SchedulerSchema, TrainerSchema)
+                                      EnsembleSchema, GridSchema, ModelSchema, PathsSchema, QuickshiftSchema,
+                                      SchedulerSchema, SegmentationSchema, SlicSchema, TrainerSchema)
+
+# Nested schemas checked inside their parent's node (schema → field → schema of that field's mapping).
+_NESTED: dict[type, dict[str, type]] = {
+    AttributionSchema: {"segmentation": SegmentationSchema},
+    SegmentationSchema: {"slic": SlicSchema, "quickshift": QuickshiftSchema, "grid": GridSchema},
+}
 
 __all__ = ["ConfigKeyError", "check_keys", "check_target", "unknown_key_message", "validate"]
 
@@ -138,6 +145,9 @@ def _check_schema(node: Any, schema: type, path: str, problems: list[str], extra
     for key in node:
         if key not in valid:
             problems.append(unknown_key_message(path, str(key), valid, schema.__name__))
+    for key, sub in _NESTED.get(schema, {}).items():
+        if isinstance(node.get(key), dict):
+            _check_schema(node[key], sub, f"{path}.{key}", problems)
     if schema is TrainerSchema and isinstance(node.get("early_stopping"), dict):
         _check_schema(node["early_stopping"], EarlyStoppingSchema, f"{path}.early_stopping", problems)
     elif schema is ModelSchema:

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from xai_bench import viz
 from xai_bench.attribution.base import method_facts
+from xai_bench.attribution.diagnostics import target_output, warn_constant_maps
 from xai_bench.attribution.runner import CONFIG_KEYS, Explainer, build_attribution, expand_targets
 from xai_bench.checks import safe_name
 from xai_bench.data import make_loader
@@ -51,6 +52,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         kind = fig_cfg.get("kind", "overlay")
         if kind not in FIGURE_KINDS:
             raise ValueError(f"figure.kind must be one of {FIGURE_KINDS}, got {kind!r}")
+        if fig_cfg.get("scale", "per_map") not in viz.SCALES:
+            raise ValueError(f"figure.scale must be one of {viz.SCALES}, got {fig_cfg.get('scale')!r}")
         data = build_data(cfg)
         model = build_model(cfg, data).to(ctx.device).eval()
         ds = data.split(cfg.split)
@@ -78,11 +81,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         row_titles = [_row_title(class_names, int(pred[image_index[r]]), float(probs[image_index[r]].max()),
                                  int(flat_t[r]), float(probs[image_index[r], flat_t[r]])) for r in range(n * t)]
         x_cpu = x.detach().float().cpu()
+        outputs = {name: target_output(e) for name, e in explainers.items()}
+        fig_cfg = {**fig_cfg, "title": _figure_title(model, outputs)}
         grid_paths = _draw_grids(ctx, x_cpu, maps, signed, styles, row_titles, fig_cfg, kind)
+        for name, e in explainers.items():
+            if e.segmentation is not None:  # the classic LIME view: the k most positive and most negative segments
+                _draw_topk(ctx, x_cpu, maps[name], e, row_titles, fig_cfg)
         map_paths = _draw_per_map(ctx, x_cpu, maps, signed, names, image_index, flat_t, class_names, probs,
                                   fig_cfg, kind) if fig_cfg.get("per_map") else {}
         ctx.table("maps", _table_rows(maps, names, image_index, flat_t, class_names, probs, map_paths,
-                                      grid_paths[0]))
+                                      grid_paths[0], outputs))
         if cfg.get("save_maps", True):
             _save_maps(ctx, maps, x_cpu, flat_t, image_index, names, class_names)
         ctx.metrics.update({"n_images": n, "n_maps": n * t * len(maps), "methods": list(maps)})
@@ -223,6 +231,7 @@ def _attribute_all(ctx: RunContext, model: nn.Module, methods: dict[str, DictCon
         if bad:
             raise FloatingPointError(f"{name} produced NaN/inf maps for rows {bad} (images "
                                      f"{[names[image_index[r]] for r in bad]}); check its kwargs and the model")
+        warn_constant_maps(explainer, out, [names[int(image_index[r])] for r in range(out.shape[0])])
         maps[name] = out
         explainers[name] = explainer
         signed[name] = _signed(fig_cfg.get("signed"), name, explainer.facts.signed)
@@ -266,8 +275,9 @@ def _score_maps(ctx: RunContext, model: nn.Module, x: Tensor, targets: Tensor, m
 
 def _table_rows(maps: dict[str, Tensor], names: list[str], image_index: Tensor, targets: Tensor,
                 class_names: list[str], probs: Tensor, map_paths: dict[tuple[int, str], str],
-                grid_path: str) -> list[dict[str, Any]]:
-    """One row per (image, target, method): prediction, confidence, figure and map statistics."""
+                grid_path: str, outputs: dict[str, str]) -> list[dict[str, Any]]:
+    """One row per (image, target, method): prediction, confidence, what the map explains (``attributed_output``:
+    the target's ``logit`` or ``probability``), figure and map statistics."""
     pred = probs.argmax(1)
     rows = []
     for r in range(len(targets)):
@@ -277,6 +287,7 @@ def _table_rows(maps: dict[str, Tensor], names: list[str], image_index: Tensor, 
                 "image": names[i], "target": c, "target_name": class_names[c],
                 "target_prob": round(float(probs[i, c]), 4), "prediction": class_names[int(pred[i])],
                 "confidence": round(float(probs[i].max()), 4), "method": name,
+                "attributed_output": f"{outputs.get(name, 'logit')} of target",
                 "figure": map_paths.get((r, name), grid_path),
                 "map_min": float(m[r].min()), "map_max": float(m[r].max()), "map_mean_abs": float(m[r].abs().mean()),
             })
@@ -305,6 +316,29 @@ def _style(fig_cfg: Any) -> dict[str, Any]:
             "percentile": float(fig_cfg.get("percentile", 99.0))}
 
 
+def _figure_title(model: nn.Module, outputs: dict[str, str]) -> str:
+    """The model, and which output the maps explain: the target class's logit unless a method scores its
+    probability (RISE)."""
+    probability = [m for m, o in outputs.items() if o == "probability"]
+    what = "maps explain the row's target class: its logit"
+    if probability:
+        what = (f"maps explain the row's target class: its probability for {', '.join(probability)}" +
+                (", its logit for the others" if len(probability) < len(outputs) else ""))
+    return f"{getattr(model, 'name', type(model).__name__)} · {what}"
+
+
+def _draw_topk(ctx: RunContext, x: Tensor, maps: Tensor, explainer: Explainer, titles: list[str],
+               fig_cfg: Any) -> str:
+    from xai_bench.attribution.superpixels import segment
+
+    k = int(fig_cfg.get("topk", 5))
+    masks = segment(x, explainer.segmentation)  # the same masks the method used (deterministic per image)
+    fig = viz.topk_superpixel_figure(x, maps, masks, k=k, titles=titles, cell_size=float(fig_cfg.get("cell_size", 1.8)),
+                                     title=f"{explainer.name}: the {k} superpixels with the largest weights for and "
+                                           f"against the target · {fig_cfg.get('title', '')}")
+    return str(ctx.figure(f"{safe_name(explainer.name)}_topk", fig).relative_to(ctx.out_dir))
+
+
 def _draw_grids(ctx: RunContext, x: Tensor, maps: dict[str, Tensor], signed: dict[str, bool], styles: dict[str, str],
                 titles: list[str], fig_cfg: Any, kind: str) -> list[str]:
     kinds = ("overlay", "heatmap", "isolines", "signed") if kind == "all" else (kind,)
@@ -317,7 +351,8 @@ def _draw_grids(ctx: RunContext, x: Tensor, maps: dict[str, Tensor], signed: dic
         # per-method exceptions (Grad-CAM as an overlay among heat maps) apply to a single-kind grid only
         method_kinds = {headers[m]: v for m, v in styles.items() if m in headers} if kind != "all" else {}
         fig = viz.attribution_grid(x, maps, titles=titles, kind=k, method_kinds=method_kinds, signed=signed,
-                                   cell_size=float(fig_cfg.get("cell_size", 1.8)), **_style(fig_cfg))
+                                   cell_size=float(fig_cfg.get("cell_size", 1.8)), title=fig_cfg.get("title"),
+                                   scale=fig_cfg.get("scale", "per_map"), **_style(fig_cfg))
         path = ctx.figure("attributions" if kind != "all" else f"attributions_{k}", fig)
         paths.append(str(path.relative_to(ctx.out_dir)))
     return paths
@@ -327,11 +362,15 @@ def _draw_per_map(ctx: RunContext, x: Tensor, maps: dict[str, Tensor], signed: d
                   image_index: Tensor, targets: Tensor, class_names: list[str], probs: Tensor, fig_cfg: Any,
                   kind: str) -> dict[tuple[int, str], str]:
     out = {}
+    scale = fig_cfg.get("scale", "per_map")
+    ranges = viz.display_ranges(maps, signed, scale=scale, percentile=_style(fig_cfg)["percentile"])
     for r in range(x.shape[0]):
         i, c = int(image_index[r]), int(targets[r])
         for name, m in maps.items():
-            title = f"{name} · {names[i]} · {_short(class_names[c])} {float(probs[i, c]):.2f}"
-            fig = viz.attribution_figure(x[r], m[r], kind=kind, title=title, signed=signed[name], **_style(fig_cfg))
+            title = f"{name} · {names[i]} · {_short(class_names[c])} {float(probs[i, c]):.2f} ({scale})"
+            vrange = tuple(ranges[name][r]) if scale != "per_map" else None
+            fig = viz.attribution_figure(x[r], m[r], kind=kind, title=title, signed=signed[name], vrange=vrange,
+                                         **_style(fig_cfg))
             stem = safe_name(f"{r:03d}_{names[i]}_{c}_{name}")
             out[(r, name)] = str(ctx.figure(f"maps/{stem}", fig).relative_to(ctx.out_dir))
     return out

@@ -11,7 +11,9 @@ calibration), :mod:`~xai_bench.viz.robustness` (attacks, corruptions), :mod:`~xa
 uncertainty); the shared drawing kit is in ``_common``.
 """
 
-from xai_bench.viz._common import CMAP_ABSOLUTE, CMAP_ISOLINES, CMAP_OVERLAY, CMAP_SIGNED, normalize_map, save_figure
+from xai_bench.viz._common import (CMAP_ABSOLUTE, CMAP_ISOLINES, CMAP_OVERLAY, CMAP_SIGNED, SCALES, display_ranges,
+                                   map_range, normalize_map, save_figure)
+from xai_bench.viz.superpixels import segment_weights, topk_superpixel_figure
 from xai_bench.viz.attribution import (
     attribution_figure,
     attribution_grid,
@@ -53,6 +55,11 @@ __all__ = [
     "image_grid",
     "member_votes_figure",
     "normalize_map",
+    "segment_weights",
+    "topk_superpixel_figure",
+    "display_ranges",
+    "map_range",
+    "SCALES",
     "per_model_accuracy_figure",
     "reliability_diagram",
     "save_figure",

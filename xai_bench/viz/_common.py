@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,35 +129,153 @@ def _draw_image(ax: Axes, img: np.ndarray, **kwargs: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------ map scaling
-def normalize_map(attr: ArrayLike, signed: bool = False, percentile: float = 99.5) -> np.ndarray:
+# How maps share a colour scale: each on its own, across the methods of one image, or across the images of one method.
+SCALES = ("per_map", "per_image", "per_method")
+SCALE_NOTES = {
+    "per_map": "each map scaled on its own",
+    "per_image": "one scale per image, shared by its methods",
+    "per_method": "one scale per method, shared by all images",
+}
+
+
+def reduce_map(attr: ArrayLike, signed: bool = False) -> np.ndarray:
+    """Reduce attributions over channels: ``H×W`` / ``C×H×W`` → ``1×H×W``, ``N×C×H×W`` → ``N×H×W`` (float32).
+
+    Signed maps sum over channels; magnitude maps sum ``|attr|``.
+    """
+    a = _to_numpy(attr, "attr")
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim == 3:
+        a = a[None]
+    if a.ndim != 4:
+        raise ValueError(f"attr must be H×W, C×H×W or N×C×H×W, got shape {tuple(a.shape)}")
+    if not np.isfinite(a).all():
+        raise ValueError("attr contains NaN or inf values; check the attribution method's output")
+    return (a.sum(axis=-3) if signed else np.abs(a).sum(axis=-3)).astype(np.float32)
+
+
+def map_range(values: np.ndarray, signed: bool, percentile: float = 99.5) -> tuple[float, float]:
+    """The display range ``(lo, hi)`` of (reduced) map values: what maps to the bottom and top of the colour map.
+
+    Signed: ``(-s, s)`` with ``s`` the ``percentile``-th percentile of ``|values|``, so 0 is the colour map's centre.
+    Magnitudes: ``lo`` = the minimum and ``hi`` = the ``percentile``-th percentile, so a map in [0.229, 0.283] (RISE
+    scores) spans the whole colour map instead of landing in its top fifth. A high percentile rather than the maximum
+    keeps one extreme pixel from washing out the map (as Captum's ``visualization._normalize_attr``); when that
+    percentile equals the minimum (a flat map with a few outliers) the maximum is used. A constant map gets a range
+    that draws it at the bottom (at 0 when signed).
+    """
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    v = np.asarray(values, dtype=np.float64)
+    if signed:
+        a = np.abs(v)
+        s = float(np.percentile(a, percentile))
+        s = s if s > 0 else float(a.max())
+        s = s if s > 0 else 1.0
+        return -s, s
+    lo, hi = float(v.min()), float(np.percentile(v, percentile))
+    if hi <= lo:
+        hi = float(v.max())
+    if hi <= lo:
+        hi = lo + 1.0
+    return lo, hi
+
+
+def scale_values(m: np.ndarray, vrange: tuple[float, float], signed: bool) -> np.ndarray:
+    """Map values → [-1, 1] (signed: ``m / hi``) or [0, 1] (``(m - lo) / (hi - lo)``), clipped."""
+    lo, hi = vrange
+    if signed:
+        return np.clip(m / hi, -1.0, 1.0).astype(np.float32)
+    return np.clip((m - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def normalize_map(attr: ArrayLike, signed: bool = False, percentile: float = 99.5,
+                  vrange: tuple[float, float] | None = None) -> np.ndarray:
     """Reduce an attribution map over channels and scale it for display.
 
     Signed maps are summed over channels and divided by the ``percentile``-th percentile of their absolute values,
-    then clipped to [-1, 1]; absolute maps sum ``|attr|`` over channels and land in [0, 1]. Scaling by a high
-    percentile rather than the maximum keeps one extreme pixel from washing out the map (as in Captum's
-    ``visualization._normalize_attr``). Each map of a batch is scaled on its own; an all-zero map stays zero.
+    then clipped to [-1, 1] (0 stays 0: the centre of a diverging colour map). Magnitude maps sum ``|attr|`` over
+    channels, subtract their minimum and divide by the ``percentile``-th percentile of what is left, landing in
+    [0, 1] (:func:`map_range`). Each map of a batch is scaled on its own unless ``vrange`` is given; an all-zero map
+    stays zero.
 
     Args:
         attr: ``H×W``, ``C×H×W`` or ``N×C×H×W`` attributions (tensor or array).
         signed: keep the sign (sum over channels) instead of the magnitude (sum of ``|.|``).
-        percentile: in (0, 100]; the value mapped to ±1. Default 99.5.
+        percentile: in (0, 100]; the value mapped to the top of the colour scale (±1 signed). Default 99.5.
+        vrange: a shared ``(lo, hi)`` in map units (from :func:`display_ranges`) instead of each map's own.
 
     Returns:
         ``H×W`` (for 2-D/3-D input) or ``N×H×W`` float32 NumPy array in [-1, 1] (signed) or [0, 1].
     """
     if not 0 < percentile <= 100:
         raise ValueError(f"percentile must be in (0, 100], got {percentile}")
-    a = _to_numpy(attr, "attr")
-    if a.ndim == 2:
-        a = a[None]
-    if a.ndim not in (3, 4):
-        raise ValueError(f"attr must be H×W, C×H×W or N×C×H×W, got shape {tuple(a.shape)}")
-    if not np.isfinite(a).all():
-        raise ValueError("attr contains NaN or inf values; check the attribution method's output")
-    m = a.sum(axis=-3) if signed else np.abs(a).sum(axis=-3)
-    scale = np.percentile(np.abs(m), percentile, axis=(-2, -1), keepdims=True)
-    scale = np.where(scale > 0, scale, 1.0)
-    return np.clip(m / scale, -1.0 if signed else 0.0, 1.0).astype(np.float32)
+    m = reduce_map(attr, signed)
+    out = np.stack([scale_values(mi, vrange or map_range(mi, signed, percentile), signed) for mi in m])
+    return out[0] if _to_numpy(attr, "attr").ndim < 4 else out
+
+
+def display_ranges(maps: Mapping[Any, ArrayLike], signed: Mapping[Any, bool] | bool = False, *,
+                   scale: str = "per_map", percentile: float = 99.5) -> dict[Any, np.ndarray]:
+    """Display ranges of a set of map batches under one of :data:`SCALES`.
+
+    ``per_map``: each map its own range. ``per_method``: one range per method (key) over all its maps, so a map made
+    for a class at probability 0.00 is drawn weaker than the top class's and ratios between images survive.
+    ``per_image``: one range per image (row) over the methods of the same signedness; only meaningful when the
+    methods share units (e.g. gradient × input and IG; not saliency beside RISE probabilities).
+
+    Args:
+        maps: key → ``N×C×H×W`` / ``N×H×W`` maps (every batch with the same N).
+        signed: per key (missing → False), or one flag.
+        scale: ``"per_map"``, ``"per_image"`` or ``"per_method"``.
+        percentile: see :func:`map_range`.
+
+    Returns:
+        key → ``N×2`` array of ``(lo, hi)`` in map units, one row per image.
+    """
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+
+    def sgn(k: Any) -> bool:
+        return signed if isinstance(signed, bool) else bool(signed.get(k, False))
+
+    reduced = {}
+    for k, v in maps.items():
+        a = _to_numpy(v, f"maps[{k!r}]")
+        reduced[k] = reduce_map(a if a.ndim == 4 else a[:, None], sgn(k))
+    out: dict[Any, np.ndarray] = {}
+    for k, m in reduced.items():
+        if scale == "per_map":
+            out[k] = np.array([map_range(mi, sgn(k), percentile) for mi in m])
+        elif scale == "per_method":
+            out[k] = np.tile(map_range(m, sgn(k), percentile), (len(m), 1))
+        else:
+            peers = [p for p in reduced if sgn(p) == sgn(k)]
+            out[k] = np.array([map_range(np.stack([reduced[p][i].ravel() for p in peers]), sgn(k), percentile)
+                               for i in range(len(m))])
+    return out
+
+
+def _colorbar(fig: Figure, cmap: str, vrange: tuple[float, float] | None, signed: bool, percentile: float,
+              **kwargs: Any) -> Any:
+    """A colour bar for maps drawn with ``cmap``: in map units when they share ``vrange``; otherwise each map had its
+    own range, and the bar says so (``min`` → ``p99``, or ``−p99`` · 0 · ``+p99`` for signed maps)."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    lo, hi = vrange if vrange is not None else (-1.0 if signed else 0.0, 1.0)
+    cb = fig.colorbar(ScalarMappable(norm=Normalize(vmin=lo, vmax=hi), cmap=cmap), **kwargs)
+    p = f"p{percentile:g}"
+    if vrange is None:
+        ticks, labels = ([-1.0, 0.0, 1.0], [f"−{p}", "0", f"+{p}"]) if signed else ([0.0, 1.0], ["min", p])
+    else:
+        ticks = [lo, 0.0, hi] if signed else [lo, hi]
+        labels = [f"{t:.3g}" if abs(t) >= 1e-3 * max(abs(lo), abs(hi)) else "0" for t in ticks]
+    cb.set_ticks(ticks)
+    cb.set_ticklabels(labels)
+    cb.ax.tick_params(labelsize=_FONT - 2, length=2, pad=1)
+    return cb
 
 
 # ------------------------------------------------------------------------------------------------ grid layout

@@ -17,6 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.text import Text
 
 from xai_bench.checks import check_number
 from xai_bench.viz._common import (
@@ -32,6 +33,7 @@ from xai_bench.viz._common import (
     _cell_width,
     _check_len,
     _clean_axis,
+    _colorbar,
     _draw_image,
     _extent,
     _grid,
@@ -40,6 +42,8 @@ from xai_bench.viz._common import (
     _n_lines,
     _new_figure,
     _wrap,
+    SCALE_NOTES,
+    display_ranges,
     normalize_map,
 )
 
@@ -48,8 +52,9 @@ __all__ = ["attribution_figure", "attribution_grid", "draw_heatmap", "draw_isoli
 _ATTRIBUTION_KINDS = ("overlay", "heatmap", "isolines", "signed", "all")
 
 
-def _single_map(attr: ArrayLike, signed: bool, percentile: float) -> np.ndarray:
-    m = normalize_map(attr, signed=signed, percentile=percentile)
+def _single_map(attr: ArrayLike, signed: bool, percentile: float,
+                vrange: tuple[float, float] | None = None) -> np.ndarray:
+    m = normalize_map(attr, signed=signed, percentile=percentile, vrange=vrange)
     if m.ndim == 3:
         if m.shape[0] != 1:
             raise ValueError(f"expected one attribution map, got a batch of {m.shape[0]}; index it first")
@@ -65,6 +70,7 @@ def draw_heatmap(
     *,
     percentile: float = 99.5,
     extent: tuple[float, float, float, float] | None = None,
+    vrange: tuple[float, float] | None = None,
 ) -> Any:
     """Draw one attribution map as a heat map on ``ax``.
 
@@ -75,11 +81,12 @@ def draw_heatmap(
         cmap: colormap name overriding the default.
         percentile: see :func:`normalize_map`.
         extent: data extent (default: the map's own pixels); pass an image's extent to stretch a coarse map.
+        vrange: a shared display range ``(lo, hi)`` in map units (:func:`display_ranges`); default: the map's own.
 
     Returns:
         The ``AxesImage`` (for a colorbar).
     """
-    m = _single_map(attr, signed, percentile)
+    m = _single_map(attr, signed, percentile, vrange)
     cmap = cmap or (CMAP_SIGNED if signed else CMAP_ABSOLUTE)
     vmin = -1.0 if signed else 0.0
     im = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=1.0, interpolation="bilinear",
@@ -105,6 +112,7 @@ def draw_overlay(
     *,
     percentile: float = 99.5,
     weight_alpha: bool | None = None,
+    vrange: tuple[float, float] | None = None,
 ) -> Any:
     """Draw an attribution map blended over its image (Grad-CAM-style overlay).
 
@@ -118,22 +126,30 @@ def draw_overlay(
         percentile: see :func:`normalize_map`.
         weight_alpha: make the opacity proportional to ``|map|`` so that unimportant pixels show the image
             untouched. Default: on for signed maps (a white zero level would wash the image out), off otherwise.
+        vrange: a shared display range (see :func:`draw_heatmap`).
+
+    A signed map is drawn over the image in greyscale, so that red and blue read as the map's and never as the
+    photo's own colours.
 
     Returns:
         The map's ``AxesImage``.
     """
     check_number("alpha", alpha, lo=0, hi=1)
     img = _image_np(image)
-    m = _single_map(attr, signed, percentile)
+    m = _single_map(attr, signed, percentile, vrange)
     cmap = cmap or (CMAP_SIGNED if signed else CMAP_OVERLAY)
     weight_alpha = signed if weight_alpha is None else weight_alpha
     # Upsample the scalar map before colouring it: interpolating colours of a coarse map shows its blocks.
     m = _resize_map(m, img.shape[:2])
-    _draw_image(ax, img)
+    _draw_image(ax, _grey(img) if signed else img)
     im = ax.imshow(_rgba_map(m, signed, cmap, alpha, weight_alpha), interpolation="bilinear",
                    extent=_extent(img.shape[:2]))
     _clean_axis(ax)
     return im
+
+
+def _grey(img: np.ndarray) -> np.ndarray:
+    return img if img.ndim == 2 else img @ np.array([0.299, 0.587, 0.114], dtype=img.dtype)
 
 
 def _resize_map(m: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -156,6 +172,7 @@ def draw_isolines(
     percentile: float = 99.5,
     fill_alpha: float = 0.25,
     linewidth: float = 1.2,
+    vrange: tuple[float, float] | None = None,
 ) -> Any:
     """Draw contour lines of the smoothed attribution map over its image.
 
@@ -173,6 +190,7 @@ def draw_isolines(
         percentile: see :func:`normalize_map`.
         fill_alpha: opacity of filled bands between levels (0: lines only).
         linewidth: contour line width in points.
+        vrange: a shared display range (see :func:`draw_heatmap`).
 
     Returns:
         The line ``QuadContourSet`` (``None`` when the map is flat and no level crosses it).
@@ -181,7 +199,7 @@ def draw_isolines(
         raise ValueError(f"levels must be ≥ 1, got {levels}")
     img = _image_np(image)
     hw = img.shape[:2]
-    m = _resize_map(_single_map(attr, signed, percentile), hw)
+    m = _resize_map(_single_map(attr, signed, percentile, vrange), hw)
     sigma = max(hw) / 40 if smooth is None else smooth
     if sigma > 0:
         from scipy.ndimage import gaussian_filter
@@ -213,18 +231,16 @@ def draw_isolines(
 
 
 def _draw_kind(ax: Axes, kind: str, image: ArrayLike, attr: ArrayLike, *, signed: bool, alpha: float,
-               cmap: str | None, percentile: float) -> Any:
+               cmap: str | None, percentile: float, vrange: tuple[float, float] | None = None) -> Any:
+    kw = {"cmap": cmap, "percentile": percentile, "vrange": vrange}
     if kind == "overlay":
-        return draw_overlay(ax, image, attr, alpha=alpha, signed=signed, cmap=cmap, percentile=percentile)
+        return draw_overlay(ax, image, attr, alpha=alpha, signed=signed, **kw)
     if kind == "heatmap":
-        img = _image_np(image)
-        return draw_heatmap(ax, attr, signed=signed, cmap=cmap, percentile=percentile,
-                            extent=_extent(img.shape[:2]))
+        return draw_heatmap(ax, attr, signed=signed, extent=_extent(_image_np(image).shape[:2]), **kw)
     if kind == "isolines":
-        return draw_isolines(ax, image, attr, cmap=cmap, signed=signed, percentile=percentile)
+        return draw_isolines(ax, image, attr, signed=signed, **kw)
     if kind == "signed":
-        img = _image_np(image)
-        return draw_heatmap(ax, attr, signed=True, cmap=cmap, percentile=percentile, extent=_extent(img.shape[:2]))
+        return draw_heatmap(ax, attr, signed=True, extent=_extent(_image_np(image).shape[:2]), **kw)
     raise ValueError(f"kind must be one of {_ATTRIBUTION_KINDS}, got {kind!r}")
 
 
@@ -240,6 +256,7 @@ def attribution_figure(
     percentile: float = 99.5,
     colorbar: bool = True,
     panel_size: float = 2.6,
+    vrange: tuple[float, float] | None = None,
 ) -> Figure:
     """One attribution map for one image, as a figure.
 
@@ -253,6 +270,8 @@ def attribution_figure(
         alpha, cmap, percentile: see :func:`draw_overlay` / :func:`normalize_map`.
         colorbar: add a colorbar for heat maps and overlays.
         panel_size: width of one panel in inches.
+        vrange: a shared display range in map units (:func:`display_ranges`); the colour bar then reads in map
+            units. Default: the map's own range (the colour bar reads min → percentile).
 
     Returns:
         The figure.
@@ -274,12 +293,13 @@ def attribution_figure(
             _draw_image(ax, img)
             _clean_axis(ax)
         else:
-            artist = _draw_kind(ax, k, image, attr, signed=sgn, alpha=alpha, cmap=cmap, percentile=percentile)
+            rng = vrange if vrange is not None and (not sgn or signed) else None
+            artist = _draw_kind(ax, k, image, attr, signed=sgn, alpha=alpha, cmap=cmap, percentile=percentile,
+                                vrange=rng)
             if colorbar and k in ("heatmap", "signed", "overlay") and artist is not None:
-                # The overlay artist is an RGBA image; its colorbar needs the scalar colormap behind it.
-                overlay_cmap = cmap or (CMAP_SIGNED if sgn else CMAP_OVERLAY)
-                mappable = artist if k != "overlay" else _scalar_mappable(overlay_cmap, -1.0 if sgn else 0.0)
-                fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.02, shrink=0.9)
+                # Drawn from the scalar colormap behind the (possibly RGBA) artist, labelled in map units.
+                _colorbar(fig, _cmap_for(k, sgn, cmap), rng, sgn, percentile, ax=ax, fraction=0.046, pad=0.02,
+                          shrink=0.9)
         if label:
             ax.set_title(label, fontsize=_FONT)
     if title:
@@ -287,10 +307,12 @@ def attribution_figure(
     return fig
 
 
-def _scalar_mappable(cmap: str, vmin: float) -> Any:
-    from matplotlib.cm import ScalarMappable
-
-    return ScalarMappable(norm=Normalize(vmin=vmin, vmax=1.0), cmap=cmap)
+def _cmap_for(kind: str, signed: bool, cmap: str | None) -> str:
+    if cmap:
+        return cmap
+    if signed or kind == "signed":
+        return CMAP_SIGNED
+    return {"overlay": CMAP_OVERLAY, "isolines": CMAP_ISOLINES}.get(kind, CMAP_ABSOLUTE)
 
 
 def attribution_grid(
@@ -308,6 +330,9 @@ def attribution_grid(
     cell_size: float = 1.6,
     max_width: float = 24.0,
     image_header: str = "image",
+    scale: str = "per_map",
+    colorbar: bool = True,
+    title: str | None = None,
 ) -> Figure:
     """Images (rows) × attribution methods (columns), the input image in the first column.
 
@@ -326,6 +351,12 @@ def attribution_grid(
         alpha, cmap, percentile: see :func:`draw_overlay` / :func:`normalize_map`.
         cell_size: width of one cell in inches (shrunk for very wide grids so the figure stays ≤ ``max_width``).
         image_header: header of the image column.
+        scale: which maps share a colour scale (:func:`display_ranges`): ``"per_map"`` (each its own; default),
+            ``"per_image"`` (the methods of a row; only meaningful when they share units) or ``"per_method"`` (the
+            images of a column: a weak map looks weak). The figure's last line says which.
+        colorbar: a colour bar under each method column, in map units for ``per_method``; otherwise it reads
+            ``min`` → ``p99`` (``−p99`` · 0 · ``+p99`` signed), each map (or row) having its own values.
+        title: text above the grid (e.g. the model and what the maps explain); the scale note is appended.
 
     Returns:
         The figure (``N × (1 + #columns)`` axes; for tuple keys one image column per model block).
@@ -369,18 +400,27 @@ def attribution_grid(
             return bool(signed[key])
         return bool(signed.get(key[1] if isinstance(key, tuple) else key, False))
 
+    ranges = display_ranges(arrays, {k: is_signed(k) for k in keys}, scale=scale, percentile=percentile)
     # One image column per model block reads best: each block is a self-contained image × methods panel.
     col_blocks = [1 + len(ks) for _, ks in blocks] if nested else [1 + len(keys)]
     ncols = sum(col_blocks)
     cell_w = _cell_width(ncols, cell_size, max_width)
     headers = [_wrap(k[1] if isinstance(k, tuple) else k, cell_w) for _, ks in blocks for k in ks]
     row_labels = [_wrap(t, cell_w * _aspect(*imgs.shape[2:])) for t in titles] if titles else []
-    top = 0.1 + _LINE_IN * max(1, _n_lines(headers)) + (_LINE_IN + 0.15 if nested else 0.0)
+    full_width = ncols * (cell_w + 0.05) + 0.25 * (len(col_blocks) - 1)
+    caption = _wrap(f"{title + ' · ' if title else ''}colour: {SCALE_NOTES[scale]} (figure.scale={scale})",
+                    full_width, _FONT)
+    title_h = _LINE_IN * _n_lines([caption]) + 0.1
+    top = 0.1 + title_h + _LINE_IN * max(1, _n_lines(headers)) + (_LINE_IN + 0.15 if nested else 0.0)
     left = 0.1 + _LINE_IN * _n_lines(row_labels)
     fig, axes, spans, grid_top = _grid(
-        n, col_blocks, aspect=_aspect(*imgs.shape[2:]), cell_w=cell_w, left=left, right=0.1, top=top, bottom=0.1,
-        wspace=0.05, hspace=0.05, block_gap=0.25,
+        n, col_blocks, aspect=_aspect(*imgs.shape[2:]), cell_w=cell_w, left=left, right=0.1, top=top,
+        bottom=0.45 if colorbar else 0.1, wspace=0.05, hspace=0.05, block_gap=0.25,
     )
+    width_in, height_in = fig.get_size_inches()
+    # an artist rather than fig.text: fig.texts stays the grid's own headers
+    fig.add_artist(Text(0.5, 1 - 0.08 / height_in, caption, ha="center", va="top", fontsize=_FONT,
+                        transform=fig.transFigure))
     for i in range(n):
         col = 0
         for b, (_, ks) in enumerate(blocks):
@@ -395,12 +435,18 @@ def attribution_grid(
             for k in ks:
                 ax = axes[i][col]
                 _draw_kind(ax, kind_of(k), imgs[i], arrays[k][i], signed=is_signed(k), alpha=alpha, cmap=cmap,
-                           percentile=percentile)
+                           percentile=percentile, vrange=tuple(ranges[k][i]))
                 if i == 0:
                     ax.set_title(_wrap(k[1] if isinstance(k, tuple) else k, cell_w), fontsize=_FONT)
+                if colorbar and i == n - 1:
+                    box = ax.get_position()
+                    cax = fig.add_axes((box.x0 + 0.1 * box.width, box.y0 - 0.2 / height_in, 0.8 * box.width,
+                                        0.07 / height_in), label="colorbar")
+                    shared = tuple(ranges[k][0]) if scale == "per_method" else None
+                    _colorbar(fig, _cmap_for(kind_of(k), is_signed(k), cmap), shared, is_signed(k), percentile,
+                              cax=cax, orientation="horizontal")
                 col += 1
     if nested:
-        height_in = fig.get_size_inches()[1]
         y = grid_top + (0.1 + _LINE_IN * max(1, _n_lines(headers))) / height_in
         for (model, _), (x0, x1) in zip(blocks, spans):
             fig.text((x0 + x1) / 2, y + 0.04 / height_in, str(model), ha="center", va="bottom",
