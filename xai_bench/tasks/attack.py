@@ -8,7 +8,8 @@ so a tabby called "tiger cat" still counts as correct.
 
 Outputs in the run folder:
 
-- ``figures/accuracy_vs_eps.png`` and ``tables/eps_sweep.csv`` (one row per ε), also logged to W&B;
+- ``figures/accuracy_vs_eps.png`` (symlog ε axis, ticks in k/255) and ``tables/eps_sweep.csv`` (one row per ε), also
+  logged to W&B;
 - ``figures/adversarial_grid.png``: clean | perturbation | adversarial for the first ``grid_images`` images at
   ``grid_eps`` (default: the smallest ε that changes one of their predictions, else the largest);
 - with ``attack.save_examples: true``: ``adversarial.safetensors`` (lossless float tensors, see
@@ -62,6 +63,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         data = build_data(cfg)
         model = build_model(cfg, data).to(ctx.device).eval()
         attack, eps = build_attack(cfg.attack, model)
+        ctx.name(getattr(model, "name", type(model).__name__), str(cfg.attack.name))
         target_class = cfg.attack.get("target_class")
         grid_fixed = _fixed_grid_eps(cfg.get("grid_eps"), eps, attack.norm)  # fail before the sweep, not after
         ds = data.split(cfg.split)
@@ -120,9 +122,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         ctx.figure("accuracy_vs_eps", viz.accuracy_vs_eps(
             {f"{ctx.metrics['model']} · {cfg.attack.name}": (eps, [r["accuracy"] for r in rows])},
             scale_255=attack.norm == "inf",
-            xlabel="ε (pixel units, ×255)" if attack.norm == "inf" else "ε (L2 norm of δ, pixel units)",
+            xlabel=None if attack.norm == "inf" else "ε (L2 norm of δ, pixel units; symlog axis)",
             ylabel="robust accuracy" if not attack.targeted else "accuracy",
-            title=f"{cfg.attack.name} · {data.name}/{cfg.split} (n={n_seen})"))
+            title=f"{ctx.metrics['model']} · {cfg.attack.name} · {data.name}/{cfg.split} (n={n_seen})"))
 
         if kept["images"]:
             ex = {k: torch.cat(v, dim=1 if k in ("adv", "adv_prob") else 0) if k != "names" else v

@@ -53,6 +53,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             raise ValueError(f"figure.kind must be one of {FIGURE_KINDS}, got {kind!r}")
         data = build_data(cfg)
         model = build_model(cfg, data).to(ctx.device).eval()
+        ctx.name(model.name, data.name)
         ds = data.split(cfg.split)
         if cfg.get("max_images"):
             ds = Subset(ds, range(min(int(cfg.max_images), len(ds))))  # type: ignore[arg-type]
