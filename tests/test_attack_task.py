@@ -176,6 +176,30 @@ def test_save_examples_roundtrip(compose, tmp_path, checkpoint):
     assert json.loads(meta["class_names"])[0] == "circle"
 
 
+def test_saved_examples_are_explained_and_evaluated_as_attacked(compose, tmp_path, checkpoint):
+    """dataset=tensors reads adversarial.safetensors exactly: evaluate's and explain's predictions on adv_<eps> are
+    the attack's own adversarial predictions (PNG reloading would resize, crop and round them)."""
+    from xai_bench.tasks import evaluate, explain
+
+    attack_task.run(compose("attack", _overrides(checkpoint, "attack.save_examples=true", "attack.eps=[0,8/255]",
+                                                 "grid_images=2"), tmp_path / "a"))
+    with open(tmp_path / "a" / "tables" / "examples.csv") as f:
+        rows = [r for r in csv.DictReader(f)]
+    key = rows[-1]["key"]
+    expected = {r["image"]: r["prediction"] for r in rows if r["key"] == key}
+    clean = {r["image"]: r["prediction"] for r in rows if r["key"] != key}
+    assert len(expected) == N_TEST and expected != clean  # 8/255 flips some images: the check can fail
+    data = ["dataset=tensors", f"dataset.path={tmp_path / 'a' / 'adversarial.safetensors'}", f"dataset.key={key}",
+            "model=checkpoint", f"model.path={checkpoint}", "logger=none", "progress=false"]
+    metrics = evaluate.run(compose("evaluate", data, tmp_path / "e"))
+    with open(tmp_path / "e" / "tables" / "predictions.csv") as f:
+        got = {r["image"]: r["top1"] for r in csv.DictReader(f)}
+    assert got == expected and metrics["n"] == N_TEST
+    explain.run(compose("explain", [*data, "attribution=[saliency]", "max_images=null"], tmp_path / "x"))
+    with open(tmp_path / "x" / "tables" / "maps.csv") as f:
+        assert {r["image"]: r["prediction"] for r in csv.DictReader(f)} == expected
+
+
 def test_eps_fraction_strings_from_the_command_line(compose, tmp_path, checkpoint):
     metrics = attack_task.run(compose("attack", _overrides(checkpoint, "attack.eps=[0,8/255]", "grid_eps=8/255",
                                                                  "grid_images=1"),

@@ -24,7 +24,7 @@ SCHEMA_GROUPS = {"attribution": "explain", "attack": "attack", "corruption": "ev
 # Groups whose schema is their `_target_` callable's signature.
 TARGET_GROUPS = {"dataset": "train", "optim": "train", "logger": "train", "metric": "explain"}
 NEEDS_VALUE = {("model", "checkpoint"): ["model.path=/x"], ("dataset", "imagefolder"): ["dataset.root=/x"],
-               ("dataset", "images"): ["dataset.root=/x"]}
+               ("dataset", "images"): ["dataset.root=/x"], ("dataset", "tensors"): ["dataset.path=/x"]}
 
 
 def _files(group: str) -> list[str]:

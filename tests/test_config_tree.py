@@ -106,7 +106,8 @@ def test_every_dataset_config_builds_or_explains(name, compose, tmp_path):
     from xai_bench.tasks.setup import build_data
 
     overrides = {"imagefolder": [f"dataset.root={tmp_path / 'none'}"], "images": [f"dataset.root={tmp_path / 'none'}"],
-                 "synthetic_shapes": ["dataset.n_train=8", "dataset.n_val=4", "dataset.n_test=4"]}.get(name, [])
+                 "synthetic_shapes": ["dataset.n_train=8", "dataset.n_val=4", "dataset.n_test=4"],
+                 "tensors": [f"dataset.path={tmp_path / 'none.safetensors'}"]}.get(name, [])
     cfg = compose("train", [f"dataset={name}", f"paths.data_dir={tmp_path / 'data'}", *overrides], tmp_path)
     if name in ("mnist", "cifar10") or (name == "fashion_mnist" and not Path("/usr/share/datasets/fashion-mnist")
                                          .is_dir()):
@@ -114,6 +115,9 @@ def test_every_dataset_config_builds_or_explains(name, compose, tmp_path):
             build_data(cfg)
     elif name in ("imagefolder", "images"):
         with pytest.raises(FileNotFoundError, match="dataset.root"):
+            build_data(cfg)
+    elif name == "tensors":
+        with pytest.raises(FileNotFoundError, match="dataset.path"):
             build_data(cfg)
     else:
         data = build_data(cfg)

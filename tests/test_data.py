@@ -175,3 +175,57 @@ def test_samples_have_reference_sets():
     assert b.test.accept.sum(1).min() >= 2
     with pytest.raises(ValueError, match="available"):
         data.samples(names=["chelsae"])
+
+
+def _tensor_file(path, **tensors):
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata={"names": '["a", "b"]'})
+    return path
+
+
+def test_tensors_dataset_reads_exactly_with_labels(tmp_path):
+    from xai_bench.data import tensors
+
+    x = torch.rand(2, 3, 20, 24)
+    bundle = tensors(str(_tensor_file(tmp_path / "t.safetensors", images=x, targets=torch.tensor([1, -1]))),
+                     num_classes=3)
+    item = bundle.test[0]
+    assert torch.equal(item["image"], x[0]) and item["label"] == 1 and item["name"] == "a"
+    assert bundle.test[1]["label"] == -1 and bundle.ready_shape == (3, 20, 24) and bundle.class_names == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize("tensors_, key, match", [
+    ({"images": torch.rand(2, 3, 8, 8), "adv_0.1": torch.rand(2, 3, 8, 8)}, None, "dataset.key=<name>"),
+    ({"images": torch.rand(2, 3, 8, 8)}, "adv", "has no tensor 'adv'"),
+    ({"images": torch.rand(2, 8, 8, 3)}, None, "N×C×H×W"),
+    ({"images": torch.full((2, 3, 8, 8), float("nan"))}, None, "NaN/inf"),
+    ({"images": torch.rand(2, 3, 8, 8) * 255}, None, "divide by 255"),
+    ({"images": torch.rand(2, 3, 8, 8) - 0.5}, None, "normalised"),
+    ({"images": (torch.rand(2, 3, 8, 8) * 255).byte()}, None, "torch.uint8"),
+    ({"images": torch.rand(2, 3, 8, 8), "labels": torch.tensor([0, 1, 2])}, None, "'labels' has shape"),
+    ({"labels": torch.tensor([0, 1])}, None, "no N×C×H×W tensor"),
+])
+def test_tensors_dataset_validation_names_file_and_fix(tmp_path, tensors_, key, match):
+    from xai_bench.data import tensors
+
+    path = _tensor_file(tmp_path / "bad.safetensors", **tensors_)
+    with pytest.raises(ValueError, match=match) as err:
+        tensors(str(path), key=key, num_classes=3)
+    assert str(path) in str(err.value)
+
+
+def test_tensors_dataset_missing_file_and_size_mismatch(tmp_path, compose):
+    from xai_bench.data import tensors
+    from xai_bench.tasks.setup import build_data, build_model
+
+    with pytest.raises(FileNotFoundError, match="dataset.path"):
+        tensors(str(tmp_path / "nope.safetensors"))
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="not a readable safetensors"):
+        tensors(str(tmp_path / "junk.safetensors"))
+    path = _tensor_file(tmp_path / "t.safetensors", images=torch.rand(2, 3, 16, 16), labels=torch.tensor([0, 1]))
+    cfg = compose("evaluate", ["dataset=tensors", f"dataset.path={path}", "dataset.num_classes=6", "model=small_cnn",
+                               "model.input_size=32", "logger=none"], tmp_path)
+    with pytest.raises(ValueError, match="never resized"):
+        build_model(cfg, build_data(cfg))

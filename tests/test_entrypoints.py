@@ -93,3 +93,38 @@ def test_installed_package_runs_from_an_empty_directory(tmp_path):
         (res,) = (empty / "outputs" / task).glob("*/results.json")
         assert json.loads(res.read_text())["status"] == "ok"
         assert (res.parent / f"{task}.log").is_file()  # the run log is named after the task, not the entry module
+
+
+def test_optuna_sweep_over_training(tmp_path):
+    """conf/hparams_search/train_optuna from the command line: each trial returns its best validation accuracy and
+    the sweeper records the best one (the README's Optuna example, two trials of a tiny run)."""
+    sweep = tmp_path / "optuna"
+    proc = _run(["train.py", "hparams_search=train_optuna", "debug=default", "dataset.image_size=16",
+                 "dataset.n_train=128", "dataset.n_val=32", "dataset.n_test=32", "scheduler=none",
+                 "trainer.progress=false",
+                 "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
+                 f"hydra.sweep.dir={sweep}"], tmp_path, HF_HUB_OFFLINE="1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "results.json").exists())
+    assert len(jobs) == 2
+    values = []
+    for job in jobs:
+        res = json.loads((job / "results.json").read_text())
+        assert res["status"] == "ok"
+        values.append(res["metrics"]["best/val/acc"])
+        assert res["metrics"]["objective"] == values[-1]  # the monitored validation metric, never the test split
+    import yaml
+
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == max(values) and set(best["best_params"]) >= {"optim.lr", "trainer.batch_size"}
+
+
+def test_optimized_metric_that_the_task_does_not_return_is_named(tmp_path):
+    from xai_bench.cli import _objective
+
+    assert _objective({"objective": 0.5, "top1": 0.7}, None) == 0.5
+    assert _objective({"objective": 0.5, "top1": 0.7}, "top1") == 0.7
+    import pytest
+
+    with pytest.raises(ValueError, match=r"optimized_metric='best/val/ac'.*'top1'"):
+        _objective({"objective": 0.5, "top1": 0.7}, "best/val/ac")

@@ -25,12 +25,23 @@ def _main(task: str) -> None:
     def main(cfg: DictConfig) -> float | None:
         module = __import__(f"xai_bench.tasks.{task}", fromlist=["run"])
         metrics = module.run(cfg)
-        # what sweepers (Optuna) optimise: `optimized_metric` (e.g. from conf/hparams_search), else the task's own
-        value = metrics.get(cfg.get("optimized_metric") or "objective")
-        return float(value) if isinstance(value, (int, float)) else None
+        return _objective(metrics, cfg.get("optimized_metric"))
 
     sys.argv[0] = task
     main()
+
+
+def _objective(metrics: dict, optimized_metric: str | None) -> float | None:
+    """What sweepers (Optuna) optimise: ``optimized_metric`` (e.g. from conf/hparams_search), else the task's own
+    ``objective``. A named metric the task did not return is an error (a sweeper would fail on ``None`` later,
+    saying less)."""
+    key = optimized_metric or "objective"
+    value = metrics.get(key)
+    if optimized_metric and not isinstance(value, (int, float)):
+        numeric = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+        raise ValueError(f"optimized_metric={optimized_metric!r} is not a number this task returned "
+                         f"(got {value!r}); numeric metrics: {numeric}")
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def train() -> None:

@@ -7,6 +7,7 @@ here (or anywhere importable) and one YAML file in ``conf/dataset/``.
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,11 @@ from xai_bench._compat import imagenet_categories
 from xai_bench.data.base import DataBundle, TransformedDataset, random_split
 from xai_bench.data.folders import FolderDataset, ImageListDataset, list_images, read_labels
 from xai_bench.data.synthetic import SHAPES, SyntheticShapes
+from xai_bench.data.tensors import TensorFileDataset, read_tensor_file
 from xai_bench.data.transforms import build_augment, eval_transform, load_image
 
 __all__ = ["DataBundle", "synthetic_shapes", "fashion_mnist", "mnist", "cifar10", "digits", "imagefolder", "images",
-           "samples", "make_loader", "set_eval_transform", "load_image", "SAMPLE_PHOTOS"]
+           "samples", "tensors", "make_loader", "set_eval_transform", "load_image", "SAMPLE_PHOTOS"]
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -257,9 +259,57 @@ def samples(names: Sequence[str] | None = None, num_classes: int = 1000) -> Data
                                    class_names=imagenet_categories(), channels=3, image_size=None), num_classes)
 
 
+def tensors(path: str, key: str | None = None, num_classes: int | None = None,
+            class_names: Sequence[str] | None = None) -> DataBundle:
+    """Model-ready N×C×H×W float images in [0, 1] from a ``.safetensors`` file, exactly as stored (no resize or
+    crop; see ``data/tensors.py``), e.g. the ``adversarial.safetensors`` an attack run saves. All images form the
+    ``test`` split.
+
+    Args:
+        path: the file.
+        key: the image tensor (``images``, ``adv_<eps>``, …); ``None``: the file's only N×C×H×W tensor.
+        num_classes: class count; default: from ``class_names``, else the file's ``class_names`` metadata, else
+            ``labels.max() + 1``.
+        class_names: default: the file's ``class_names`` metadata, ImageNet's for 1000 classes, else ``"0"…``.
+    """
+    t, meta = read_tensor_file(path, key)
+    x, labels = t["images"], t["labels"]
+    names = json.loads(meta["names"]) if "names" in meta else [str(i) for i in range(len(x))]
+    if len(names) != len(x):
+        names = [str(i) for i in range(len(x))]  # names of another tensor's rows (an attack file's max_examples)
+    if class_names is None and "class_names" in meta:
+        file_names = json.loads(meta["class_names"])
+        if num_classes is None or int(num_classes) == len(file_names):
+            class_names = file_names
+    if num_classes is None:
+        num_classes = len(class_names) if class_names is not None else (
+            t["accept"].shape[1] if t["accept"] is not None else int(labels.max()) + 1 if (labels >= 0).any() else 0)
+        if not num_classes:
+            raise ValueError(f"dataset.path={path} has no labels and no class_names metadata; set "
+                             "dataset.num_classes (the model's class count)")
+    num_classes = int(num_classes)
+    if class_names is None:
+        class_names = imagenet_categories() if num_classes == 1000 else [str(i) for i in range(num_classes)]
+    if len(class_names) != num_classes:
+        raise ValueError(f"dataset.class_names has {len(class_names)} names but dataset.num_classes={num_classes}")
+    if bool((labels >= num_classes).any()):
+        raise ValueError(f"dataset.path={path}: labels up to {int(labels.max())} but {num_classes} classes; set "
+                         "dataset.num_classes to the model's class count")
+    if t["accept"] is not None and t["accept"].shape[1] != num_classes:
+        raise ValueError(f"dataset.path={path}: 'accept' has {t['accept'].shape[1]} columns but there are "
+                         f"{num_classes} classes")
+    c, h, w = x.shape[1:]
+    return DataBundle(name=f"tensors:{Path(path).name}[{t['key']}]", train=None, val=None,
+                      test=TensorFileDataset(x, labels, [str(n) for n in names], t["accept"]),
+                      num_classes=num_classes, class_names=list(class_names), channels=c,
+                      image_size=h if h == w else None, ready_shape=(c, h, w))
+
+
 def set_eval_transform(bundle: DataBundle, input_size: tuple[int, int, int], resize_size: int | None) -> DataBundle:
     """Give photo datasets (which keep their own sizes) a model's eval transform: resize, centre-crop to
-    ``input_size`` (C×H×W), to [0, 1] tensors. Fixed-size datasets are left as they are."""
+    ``input_size`` (C×H×W), to [0, 1] tensors. Fixed-size and model-ready datasets are left as they are."""
+    if bundle.ready_shape is not None:
+        return bundle
     for split in ("train", "val", "test"):
         ds = getattr(bundle, split)
         if isinstance(ds, ImageListDataset):

@@ -28,6 +28,9 @@ class DataBundle:
     channels: int
     image_size: int | None  # None: images keep their own size until a model's eval transform resizes them
     has_masks: bool = False
+    # C×H×W of images that are already exactly what the model takes (a tensors file): no eval transform is applied,
+    # and a model whose input size differs is an error rather than a silent resize
+    ready_shape: tuple[int, int, int] | None = None
 
     def split(self, name: str) -> Dataset:
         ds = getattr(self, name, None)

@@ -94,7 +94,7 @@ def collect_sweep(sweep_dir: str | Path, filename: str = "accuracy_vs_eps") -> d
         if not curves[norm]:
             continue
         key, stem = ("png", filename) if norm == primary else ("png_l2", f"{filename}_l2")
-        xlabel = "ε (pixel units, ×255)" if norm == "inf" else "ε (L2 norm of δ, pixel units)"
+        xlabel = None if norm == "inf" else "ε (L2 norm of δ, pixel units; symlog axis)"
         fig = viz.accuracy_vs_eps(curves[norm], scale_255=norm == "inf", xlabel=xlabel, ylabel="robust accuracy",
                                   title=title)
         written[key] = viz.save_figure(fig, sweep_dir / f"{stem}.png")

@@ -8,11 +8,13 @@ so a tabby called "tiger cat" still counts as correct.
 
 Outputs in the run folder:
 
-- ``figures/accuracy_vs_eps.png`` and ``tables/eps_sweep.csv`` (one row per ε), also logged to W&B;
+- ``figures/accuracy_vs_eps.png`` (symlog ε axis, ticks in k/255) and ``tables/eps_sweep.csv`` (one row per ε), also
+  logged to W&B;
 - ``figures/adversarial_grid.png``: clean | perturbation | adversarial for the first ``grid_images`` images at
   ``grid_eps`` (default: the smallest ε that changes one of their predictions, else the largest);
 - with ``attack.save_examples: true``: ``adversarial.safetensors`` (lossless float tensors, see
-  :func:`save_examples`) and ``examples/*.png`` (8-bit, for viewing only);
+  :func:`save_examples`; ``dataset=tensors`` reads them back exactly), ``tables/examples.csv`` (each saved image's
+  prediction per ε) and ``examples/*.png`` (8-bit, for viewing only);
 - ``results.json`` whose metrics hold ``model``, ``attack``, ``norm`` and the ``eps_sweep`` rows, which
   :class:`xai_bench.reports.callbacks.AccuracyVsEpsCallback` gathers into one plot after a multirun.
 """
@@ -61,6 +63,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         data = build_data(cfg)
         model = build_model(cfg, data).to(ctx.device).eval()
         attack, eps = build_attack(cfg.attack, model)
+        ctx.name(getattr(model, "name", type(model).__name__), str(cfg.attack.name))
         target_class = cfg.attack.get("target_class")
         grid_fixed = _fixed_grid_eps(cfg.get("grid_eps"), eps, attack.norm)  # fail before the sweep, not after
         ds = data.split(cfg.split)
@@ -119,9 +122,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         ctx.figure("accuracy_vs_eps", viz.accuracy_vs_eps(
             {f"{ctx.metrics['model']} · {cfg.attack.name}": (eps, [r["accuracy"] for r in rows])},
             scale_255=attack.norm == "inf",
-            xlabel="ε (pixel units, ×255)" if attack.norm == "inf" else "ε (L2 norm of δ, pixel units)",
+            xlabel=None if attack.norm == "inf" else "ε (L2 norm of δ, pixel units; symlog axis)",
             ylabel="robust accuracy" if not attack.targeted else "accuracy",
-            title=f"{cfg.attack.name} · {data.name}/{cfg.split} (n={n_seen})"))
+            title=f"{ctx.metrics['model']} · {cfg.attack.name} · {data.name}/{cfg.split} (n={n_seen})"))
 
         if kept["images"]:
             ex = {k: torch.cat(v, dim=1 if k in ("adv", "adv_prob") else 0) if k != "names" else v
@@ -135,9 +138,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             if save:
                 path = save_examples(ctx.out_dir / "adversarial.safetensors", ex["images"], ex["adv"], eps,
                                      ex["labels"], names=ex["names"], norm=attack.norm,
+                                     accept=ex["accept"] if (ex["accept"].sum(1) > 1).any() else None,
                                      metadata={"attack": str(cfg.attack.name), "model": ctx.metrics["model"],
                                                "dataset": data.name, "class_names": json.dumps(class_names)})
                 ctx.files.append(str(path.relative_to(ctx.out_dir)))
+                ctx.table("examples", _example_rows(ex, eps, attack.norm, class_names))
                 ctx.files += _write_pngs(ctx.out_dir / "examples", ex, grid_i, eps, attack.norm, ctx.out_dir)
         return dict(ctx.metrics)
 
@@ -240,16 +245,17 @@ def _grid_figure(ex: dict[str, Any], e: int, eps: list[float], attack: Attack, c
 
 
 def save_examples(path: str | Path, images: Tensor, adv: Tensor, eps: Sequence[float], labels: Tensor, *,
-                  names: Sequence[str] | None = None, norm: str = "inf",
+                  names: Sequence[str] | None = None, norm: str = "inf", accept: Tensor | None = None,
                   metadata: dict[str, str] | None = None) -> Path:
     """Write clean and adversarial images losslessly to a safetensors file (8-bit PNG would round δ away).
 
     Layout (all float32, CPU): ``images`` N×C×H×W clean images in [0, 1]; ``adv_<eps>`` N×C×H×W adversarial images
     per ε, the key formatted as ``f"adv_{eps:.6g}"`` (e.g. ``adv_0.0313725`` for 8/255); ``eps`` the E radii;
-    ``labels`` N (−1 = unknown). The string metadata holds ``eps`` (JSON list), ``adv_keys`` (JSON list aligned with
-    it), ``norm``, ``names`` (JSON list) and whatever ``metadata`` adds. Read it back with
-    ``safetensors.torch.load_file(path)`` (tensors) and ``safetensors.safe_open(path, "pt").metadata()``; e.g.
-    ``explain.py`` can explain ``adv_0.0313725`` beside ``images``.
+    ``labels`` N (−1 = unknown); ``accept`` N×K bool reference sets, when given. The string metadata holds ``eps``
+    (JSON list), ``adv_keys`` (JSON list aligned with it), ``norm``, ``names`` (JSON list) and whatever ``metadata``
+    adds. Read it back with ``safetensors.torch.load_file(path)`` (tensors) and
+    ``safetensors.safe_open(path, "pt").metadata()``, or explain/evaluate the very tensors that were attacked with
+    ``dataset=tensors dataset.path=<file> dataset.key=adv_0.0313725`` (no resize or crop is re-applied).
 
     Args:
         path: destination ``.safetensors`` file (written atomically).
@@ -259,6 +265,7 @@ def save_examples(path: str | Path, images: Tensor, adv: Tensor, eps: Sequence[f
         labels: N class indices.
         names: N image names. Default: ``"0"`` … ``"N-1"``.
         norm: ``"inf"`` or ``"2"``.
+        accept: N×K accepted classes per image (reference sets), saved as ``accept``.
         metadata: extra string metadata.
 
     Returns:
@@ -274,6 +281,8 @@ def save_examples(path: str | Path, images: Tensor, adv: Tensor, eps: Sequence[f
         raise ValueError(f"attack.eps has values equal to 6 significant digits: {list(eps)}; remove duplicates")
     tensors = {"images": images.float(), "labels": labels.long(), "eps": torch.tensor(list(eps), dtype=torch.float32)}
     tensors.update({k: adv[i].float() for i, k in enumerate(keys)})
+    if accept is not None:
+        tensors["accept"] = accept.bool()
     meta = {"eps": json.dumps(list(eps)), "adv_keys": json.dumps(keys), "norm": norm,
             "names": json.dumps(list(names) if names is not None else [str(i) for i in range(len(images))]),
             **(metadata or {})}
@@ -281,6 +290,20 @@ def save_examples(path: str | Path, images: Tensor, adv: Tensor, eps: Sequence[f
     with atomic_path(path) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
     return path
+
+
+def _example_rows(ex: dict[str, Any], eps: list[float], norm: str, class_names: list[str]) -> list[dict[str, Any]]:
+    """One row per saved image and ε: the prediction on the tensor stored under ``key`` in adversarial.safetensors
+    (what ``dataset=tensors dataset.key=<key>`` reproduces)."""
+    rows = []
+    for e, value in enumerate(eps):
+        conf, cls = ex["adv_prob"][e].max(-1)
+        for i, name in enumerate(ex["names"]):
+            label = int(ex["labels"][i])
+            rows.append({"image": name, "label": class_names[label] if label >= 0 else "", "eps": value,
+                         "eps_label": eps_label(value, norm), "key": f"adv_{value:.6g}",
+                         "prediction": class_names[int(cls[i])], "confidence": round(float(conf[i]), 4)})
+    return rows
 
 
 def _write_pngs(folder: Path, ex: dict[str, Any], e: int, eps: list[float], norm: str, root: Path) -> list[str]:

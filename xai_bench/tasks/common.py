@@ -44,11 +44,22 @@ class RunContext:
     metrics: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    model_name: str | None = None
+    subject: str | None = None
+
+    def name(self, model: str, *detail: str) -> None:
+        """Say what this run's figures show: every later :meth:`figure` names ``model`` (and ``detail``, e.g. the
+        attack), so the figures of a sweep can be told apart."""
+        self.model_name = model
+        self.subject = " · ".join([model, *[d for d in detail if d]])
 
     def figure(self, name: str, fig: Any, caption: str | None = None) -> Path:
-        """Save a matplotlib figure as ``figures/<name>.png`` and log it."""
-        from xai_bench.viz import save_figure
+        """Save a matplotlib figure as ``figures/<name>.png`` and log it; a figure whose titles do not name the
+        model (see :meth:`name`) gets the run's subject as a header."""
+        from xai_bench.viz import name_figure, save_figure
 
+        if self.subject:
+            name_figure(fig, self.subject, required=self.model_name)
         path = self.out_dir / "figures" / f"{name}.png"
         save_figure(fig, path)
         self.tracker.log_image(f"figures/{name}", path, caption)

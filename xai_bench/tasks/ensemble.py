@@ -52,6 +52,7 @@ def run_ensemble(cfg: DictConfig, ctx: RunContext, data: DataBundle) -> dict[str
     """
     ens = cfg.ensemble
     members = _member_nodes(ens)
+    ctx.name(f"ensemble of {', '.join(str(m.get('label') or m['name']) for m in members)}")
     combine = check_combine(ens.get("combine"))
     ds: Dataset = data.split(cfg.split)
     if cfg.get("max_images"):
@@ -134,7 +135,8 @@ def _figures(ctx: RunContext, ens: DictConfig, ds: Dataset, probs: Tensor, by_in
              acc_rows: list[dict[str, Any]], order: Tensor, class_names: list[str], member_names: list[str]) -> None:
     ctx.figure("ensemble_accuracy", viz.per_model_accuracy_figure(
         [r["model"] for r in acc_rows], [r["top1"] for r in acc_rows], ylabel="top-1 accuracy",
-        highlight=("ensemble_mean", "ensemble_vote"), title=f"members and ensemble (n={acc_rows[0]['n']})"))
+        highlight=("ensemble_mean", "ensemble_vote"),
+        title=f"{ctx.subject}: members and ensemble (n={acc_rows[0]['n']})"))
     cap = int(ens.get("max_figures", 12))
     if cap <= 0:
         return

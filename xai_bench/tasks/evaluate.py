@@ -14,9 +14,13 @@ from xai_bench import viz
 from xai_bench.data import make_loader
 from xai_bench.metrics import classification_report, predict
 from xai_bench.tasks.common import RunContext, run_context
+from xai_bench.robustness.corruption_eval import split_label
+from xai_bench.tasks._corruption_figures import corruption_figures
 from xai_bench.tasks.setup import build_data, build_model
 
 log = logging.getLogger(__name__)
+
+_MIN_CALIBRATION_IMAGES = 100  # fewer: the reliability diagram's title carries a caveat
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -28,6 +32,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             ctx.metrics.update(run_ensemble(cfg, ctx, data))
             return dict(ctx.metrics)
         model = build_model(cfg, data).to(ctx.device).eval()
+        ctx.name(model.name)
         ds = data.split(cfg.split)
         if cfg.get("max_images"):
             ds = Subset(ds, range(min(int(cfg.max_images), len(ds))))
@@ -41,10 +46,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             ctx.metrics["objective"] = report["top1"]
             log.info("%s on %s/%s: top-1 %.4f  top-5 %.4f  ECE %.4f  (n=%d)", model.name, data.name, cfg.split,
                      report["top1"], report["top5"], report["ece"], report["n"])
+            where = f"{model.name} on {data.name}/{cfg.split}"
             if len(class_names) <= 50:
-                ctx.figure("confusion_matrix", viz.confusion_matrix_figure(report["confusion_matrix"].numpy(),
-                                                                           class_names))
-            fig, _ = viz.reliability_diagram(report["_conf"].numpy(), report["_correct"].numpy())
+                ctx.figure("confusion_matrix", viz.confusion_matrix_figure(
+                    report["confusion_matrix"].numpy(), class_names, title=f"{where} (n={report['n']})"))
+            if report["n"] < _MIN_CALIBRATION_IMAGES:
+                log.warning("ECE from %d images is unreliable (most of the 15 confidence bins are empty); the "
+                            "reliability diagram says so in its title. Use ≥ %d images to compare calibration.",
+                            report["n"], _MIN_CALIBRATION_IMAGES)
+            fig, _ = viz.reliability_diagram(report["_conf"].numpy(), report["_correct"].numpy(), title=where,
+                                             min_samples=_MIN_CALIBRATION_IMAGES)
             ctx.figure("reliability_diagram", fig)
         ctx.table("predictions", _topk_rows(preds, class_names, int(cfg.topk)))
         if len(preds.names) <= 32:
@@ -73,9 +84,9 @@ def _topk_rows(preds: Any, class_names: list[str], k: int) -> list[dict[str, Any
 
 def _evaluate_corruptions(cfg: DictConfig, ctx: RunContext, model: torch.nn.Module, loader: Any,
                           names: list[str]) -> None:
+    from xai_bench.robustness.corruption_eval import corruption_correctness, corruption_summary, flip_rows
     from xai_bench.robustness.corruptions import build_suite
     from xai_bench.tasks.setup import model_from_node
-    from xai_bench.robustness.corruption_eval import corruption_correctness, corruption_summary, flip_rows, split_label
 
     suite = build_suite(cfg.corruption)
     models = {"model": model}
@@ -83,25 +94,39 @@ def _evaluate_corruptions(cfg: DictConfig, ctx: RunContext, model: torch.nn.Modu
         # a conf/model node: `+model@reference_model=efficientnet_lite1` (or an inline {name: …, pretrained: true})
         models["reference"] = model_from_node(cfg.reference_model, path="reference_model").to(ctx.device).eval()
     with ctx.timer("corruptions"):
-        correct, scored = corruption_correctness(models, loader, suite, ctx.device, progress=cfg.progress)
-    summary = corruption_summary(correct["model"], correct.get("reference"), scored)
+        run = corruption_correctness(models, loader, suite, ctx.device, progress=cfg.progress,
+                                     keep=max(int(cfg.get("gallery_images", 1)), 0))
+    summary = corruption_summary(run.correct["model"], run.correct.get("reference"), run.scored)
     if not summary["n_scored"]:
         log.warning("corruptions: no image has a label or reference set, so there is no accuracy to report")
         return
+    summary["suite"] = _suite_name(cfg)
     ctx.metrics["corruptions"] = summary
     for key in ("mean_corruption_error", "relative_corruption_error", "mCE", "relative_mCE"):
         if key in summary:
             ctx.metrics[key] = summary[key]
             log.info("%s: %.4f", key, summary[key])
+    for note in summary.get("notes", []):
+        log.info("corruptions: %s", note)
     acc = summary["accuracy"]
     ctx.table("corruption_accuracy", [{"corruption": split_label(k)[0], "severity": split_label(k)[1], "label": k,
                                        "accuracy": v} for k, v in acc.items()])
-    ctx.table("flips", flip_rows(correct["model"], names, scored))
-    graded = sorted({split_label(k)[0] for k in acc if split_label(k)[1] is not None})
-    if graded:
-        sevs = sorted({split_label(k)[1] for k in acc if split_label(k)[1] is not None})
-        grid = [[acc.get(f"{c}/{s}", float("nan")) for s in sevs] for c in graded]
-        ctx.figure("corruption_heatmap", viz.corruption_heatmap(grid, graded, sevs))
-    custom = [k for k in acc if split_label(k)[1] is None]
-    ctx.figure("corruption_accuracy", viz.per_model_accuracy_figure(custom, [acc[k] for k in custom],
-                                                                    highlight=("clean",)))
+    class_names = list(model.class_names)
+    ctx.table("flips", flip_rows(run.correct["model"], names, run.scored, run.predictions["model"], class_names))
+    corruption_figures(ctx, summary, run, names, class_names, model.name)
+
+
+def _suite_name(cfg: DictConfig) -> str:
+    """The corruption suite's config name (``imagenet_c``, ``basic``) under Hydra, else a description."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get("corruption")
+        if choice:
+            return str(choice)
+    from xai_bench.robustness.corruptions import CORRUPTIONS, IMAGENET_C_NAMES
+
+    names = set(cfg.corruption.get("names") or [])
+    if names and all(n in CORRUPTIONS for n in names):
+        return "imagenet_c" if set(IMAGENET_C_NAMES) <= names else f"imagenet_c ({len(names)} corruptions)"
+    return "corruptions"

@@ -56,6 +56,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             raise ValueError(f"figure.scale must be one of {viz.SCALES}, got {fig_cfg.get('scale')!r}")
         data = build_data(cfg)
         model = build_model(cfg, data).to(ctx.device).eval()
+        ctx.name(model.name, data.name)
         ds = data.split(cfg.split)
         if cfg.get("max_images"):
             ds = Subset(ds, range(min(int(cfg.max_images), len(ds))))  # type: ignore[arg-type]

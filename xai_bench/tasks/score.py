@@ -53,6 +53,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         metrics = build_metrics(cfg)
         images, targets, maps, meta = load_maps(cfg.maps)
         model = build_model(cfg).to(ctx.device).eval()
+        ctx.name(model.name)
         if int(targets.max()) >= model.num_classes:
             raise ValueError(f"the saved maps explain class {int(targets.max())} but model {model.name!r} has "
                              f"{model.num_classes} classes: score with the model that made the maps")

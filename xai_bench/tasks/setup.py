@@ -70,7 +70,13 @@ def model_from_node(node: Any, data: DataBundle | None = None, *, warn_random: b
 
 
 def prepare_for_model(bundle: DataBundle, model: ImageClassifier) -> DataBundle:
-    """Give photo datasets (which keep their own sizes) the model's eval transform; check shapes agree otherwise."""
+    """Give photo datasets (which keep their own sizes) the model's eval transform; check shapes agree otherwise
+    (model-ready tensors must match the model's input size exactly)."""
+    if bundle.ready_shape is not None and tuple(model.input_size) != tuple(bundle.ready_shape):
+        c, h, w = bundle.ready_shape
+        raise ValueError(f"dataset {bundle.name!r} holds model-ready {c}×{h}×{w} images (used exactly as stored, "
+                         f"never resized) but model {model.name!r} takes {'×'.join(map(str, model.input_size))}; "
+                         "use the model the tensors were made for, or write them at the model's input size")
     set_eval_transform(bundle, model.input_size, model.resize_size)
     if bundle.image_size is not None and bundle.channels != model.input_size[0]:
         raise ValueError(f"dataset {bundle.name!r} has {bundle.channels}-channel images but model {model.name!r} "

@@ -22,6 +22,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     with run_context(cfg, "train") as ctx:
         data = build_data(cfg)
         model = build_model(cfg, data)
+        ctx.name(model.name, data.name)
         from xai_bench import viz
 
         sample = [data.split("train")[i] for i in range(min(16, len(data.split("train"))))]

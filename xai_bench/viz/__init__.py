@@ -8,7 +8,7 @@ are drawn in gray. A map may be coarser than its image (e.g. a raw Grad-CAM map)
 
 Modules: :mod:`~xai_bench.viz.attribution` (maps and grids), :mod:`~xai_bench.viz.classification` (confusion,
 calibration), :mod:`~xai_bench.viz.robustness` (attacks, corruptions), :mod:`~xai_bench.viz.ensemble` (members,
-uncertainty); the shared drawing kit is in ``_common``.
+uncertainty), :mod:`~xai_bench.viz.naming` (every figure names its model); the shared drawing kit is in ``_common``.
 """
 
 from xai_bench.viz._common import (CMAP_ABSOLUTE, CMAP_ISOLINES, CMAP_OVERLAY, CMAP_SIGNED, SCALES, display_ranges,
@@ -31,7 +31,14 @@ from xai_bench.viz.explanation_metrics import (
     randomisation_grid,
     stability_curves,
 )
-from xai_bench.viz.robustness import accuracy_vs_eps, adversarial_grid, corruption_heatmap
+from xai_bench.viz.naming import figure_texts, name_figure
+from xai_bench.viz.robustness import (
+    accuracy_vs_eps,
+    adversarial_grid,
+    corruption_bars,
+    corruption_gallery,
+    corruption_heatmap,
+)
 
 __all__ = [
     "metrics_heatmap",
@@ -48,12 +55,16 @@ __all__ = [
     "attribution_figure",
     "attribution_grid",
     "confusion_matrix_figure",
+    "corruption_bars",
+    "corruption_gallery",
     "corruption_heatmap",
     "draw_heatmap",
     "draw_isolines",
     "draw_overlay",
+    "figure_texts",
     "image_grid",
     "member_votes_figure",
+    "name_figure",
     "normalize_map",
     "segment_weights",
     "topk_superpixel_figure",

@@ -81,6 +81,7 @@ def reliability_diagram(
     *,
     title: str | None = None,
     show_histogram: bool = True,
+    min_samples: int = 100,
 ) -> tuple[Figure, float]:
     """Reliability diagram: accuracy per confidence bin against the diagonal of perfect calibration.
 
@@ -91,8 +92,11 @@ def reliability_diagram(
         confidences: ``N`` predicted-class probabilities in [0, 1].
         correct: ``N`` booleans (or 0/1).
         n_bins: number of equal-width bins. Default 15.
-        title: prefix of the title (the ECE is always shown).
+        title: prefix of the title (the ECE and the sample count are always shown).
         show_histogram: add the confidence histogram under the diagram.
+        min_samples: below this many samples the title warns that the ECE is unreliable (with 15 bins, a handful
+            of images leaves most bins empty and the rest hold one or two, so the ECE mostly measures noise: five
+            confident correct images give ECE ≈ 1 − confidence, five wrong ones ≈ confidence). Default 100.
 
     Returns:
         ``(figure, ece)`` with ``ece`` as from :func:`xai_bench.metrics.expected_calibration_error`.
@@ -117,7 +121,11 @@ def reliability_diagram(
     ax.set_aspect("equal" if not show_histogram else "auto")
     ax.set_ylabel("accuracy", fontsize=_FONT + 1)
     ax.legend(loc="upper left", fontsize=_FONT - 1, frameon=False)
-    ax.set_title(f"{title + ' · ' if title else ''}ECE = {100 * ece:.2f}%", fontsize=_FONT + 1)
+    n = int(counts.sum())
+    head = f"{title + ' · ' if title else ''}ECE = {100 * ece:.2f}% (n={n})"
+    if n < min_samples:
+        head += f"\nonly {n} samples (< {min_samples}): ECE is unreliable"
+    ax.set_title(head, fontsize=_FONT + 1, color="C3" if n < min_samples else "black")
     ax.grid(alpha=0.25, linewidth=0.5)
     xax = ax
     if hax is not None:
