@@ -7,7 +7,7 @@ A label of -1 means "unknown"; such items are classified but not scored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from collections.abc import Callable, Sequence
 
@@ -28,6 +28,8 @@ class DataBundle:
     channels: int
     image_size: int | None  # None: images keep their own size until a model's eval transform resizes them
     has_masks: bool = False
+    # files left out because they could not be used, one {"path", "reason"} each; tasks record them in results.json
+    skipped: list[dict[str, str]] = field(default_factory=list)
 
     def split(self, name: str) -> Dataset:
         ds = getattr(self, name, None)
