@@ -188,8 +188,8 @@ def test_images_folder_with_odd_pngs_and_an_undecodable_file(compose, tmp_path):
     assert sorted({r["image"] for r in _rows(out)}) == ["deep16.png", "gray.png", "rgba.png"]
 
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
-    with pytest.raises(ValueError, match="broken.png"):
-        _run(compose, tmp_path, over, "broken")
+    with pytest.raises(ValueError, match="broken.png"):  # strict: a bad file fails the run (else skipped, listed)
+        _run(compose, tmp_path, [*over, "dataset.strict=true"], "broken")
 
 
 @pytest.mark.slow

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["accept_matrix", "as_class_indices", "check_images", "check_number", "eval_mode", "safe_name",
-           "target_indices"]
+__all__ = ["accept_matrix", "as_class_indices", "check_images", "check_limit", "check_number", "eval_mode",
+           "safe_name", "target_indices"]
 
 
 def check_images(x: Any, name: str = "images", *, check_range: bool = True, allow_empty: bool = True) -> Tensor:
@@ -153,6 +153,19 @@ def check_number(name: str, value: Any, *, lo: float | None = None, hi: float | 
         rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
         raise ValueError(f"{name} must be in {rng}; got {value!r}")
     return float(value)
+
+
+def check_limit(name: str, value: Any) -> int | None:
+    """A cap on a count such as ``max_images``: ``None`` means no cap, else a positive integer.
+
+    0 and negative numbers are refused rather than read as "all" (``if cfg.max_images:`` used to take 0 for no cap,
+    and -1 failed deep inside ``torch.cat``).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, or null for no limit; got {value!r}")
+    return value
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

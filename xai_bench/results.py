@@ -14,6 +14,8 @@ Schema version 1 (all keys always present)::
     metrics         dict        the task's returned metrics (JSON-able)
     timings         dict        seconds per phase, ``total`` included
     files           list[str]   figures/tables written, relative to the run folder
+    skipped_files   list[dict]  input files left out, one ``{path, reason}`` each (bad image files); added
+                                within version 1: files without it read as ``[]``, older readers ignore it
     versions        dict        python, torch, torchvision, captum, hydra, … (and gpu when present)
     config          dict        the resolved Hydra config
     argv, cwd                   how the run was started
@@ -51,6 +53,7 @@ class RunResults:
     metrics: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    skipped_files: list[dict[str, str]] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     argv: list[str] = field(default_factory=list)

@@ -18,13 +18,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from xai_bench._compat import imagenet_categories
 from xai_bench.data.base import DataBundle, TransformedDataset, random_split
-from xai_bench.data.folders import FolderDataset, ImageListDataset, list_images, read_labels
+from xai_bench.data.folders import (FolderDataset, ImageListDataset, check_skipped, list_images, probe_images,
+                                    read_labels)
 from xai_bench.data.synthetic import SHAPES, SyntheticShapes
 from xai_bench.data.tensors import TensorFileDataset, read_tensor_file
-from xai_bench.data.transforms import build_augment, eval_transform, load_image
+from xai_bench.data.transforms import BadImageError, build_augment, eval_transform, load_image
 
 __all__ = ["DataBundle", "synthetic_shapes", "fashion_mnist", "mnist", "cifar10", "digits", "imagefolder", "images",
-           "samples", "tensors", "make_loader", "set_eval_transform", "load_image", "SAMPLE_PHOTOS"]
+           "samples", "tensors", "make_loader", "set_eval_transform", "load_image", "BadImageError", "SAMPLE_PHOTOS"]
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -182,23 +183,31 @@ def digits(image_size: int = 16, val_fraction: float = 0.15, test_fraction: floa
 
 def imagefolder(root: str, image_size: int = 64, channels: int = 3, val_fraction: float = 0.15,
                 test_fraction: float = 0.0, seed: int = 0, augment: dict[str, Any] | None = None,
-                num_classes: int | None = None) -> DataBundle:
-    """A class-per-folder dataset (``root/<class>/<image>``) split into train/val(/test) by ``seed``."""
-    full = FolderDataset(root, image_size, channels)
+                num_classes: int | None = None, strict: bool = False) -> DataBundle:
+    """A class-per-folder dataset (``root/<class>/<image>``) split into train/val(/test) by ``seed``.
+
+    Files that cannot be used (see :func:`load_image`) are skipped and listed in ``DataBundle.skipped``, or refused
+    with ``strict=True``; fewer than two classes, or a class folder without a usable image, is refused.
+    """
+    full = FolderDataset(root, image_size, channels, strict=strict)
     fractions = [1 - val_fraction - test_fraction, val_fraction] + ([test_fraction] if test_fraction else [])
     parts = random_split(full, fractions, seed)
     bundle = DataBundle(name=f"imagefolder:{Path(root).name}", train=parts[0], val=parts[1] if val_fraction else None,
                         test=parts[2] if test_fraction else None, num_classes=len(full.classes),
-                        class_names=full.classes, channels=channels, image_size=image_size)
+                        class_names=full.classes, channels=channels, image_size=image_size, skipped=full.skipped)
     return _with_augment(_check_facts(bundle, num_classes), augment)
 
 
 def images(root: str | None = None, paths: Sequence[str] | None = None, labels: str | dict | None = None,
-           num_classes: int = 1000, class_names: Sequence[str] | None = None, channels: int = 3) -> DataBundle:
+           num_classes: int = 1000, class_names: Sequence[str] | None = None, channels: int = 3,
+           strict: bool = False) -> DataBundle:
     """A folder (``root``) or list (``paths``) of arbitrary photos to classify; not for training.
 
     ``labels``: a JSON/YAML file or a mapping of file name → class id, list of accepted ids (a reference set:
     ImageNet turtles 33–37 all count), or ``{label: id, accept: [...]}``. Unlabelled photos are classified only.
+    Every file is decoded once here: those :func:`load_image` refuses (undecodable, decompression bombs, non-finite
+    or out-of-range float pixels) are skipped and listed in ``DataBundle.skipped`` — the run fails only when none
+    is left, or at the first bad file with ``strict=True``.
     """
     if (root is None) == (paths is None):
         raise ValueError("images dataset needs exactly one of dataset.root (a folder) or dataset.paths (a list)")
@@ -206,6 +215,8 @@ def images(root: str | None = None, paths: Sequence[str] | None = None, labels: 
     missing = [str(p) for p in files if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"image file(s) listed in dataset.paths do not exist: {missing}")
+    files, skipped = probe_images(files, channels)
+    check_skipped(f"dataset.root={root}" if root is not None else "dataset.paths", len(files), skipped, strict)
     if labels is not None and not isinstance(labels, (str, Path, dict)):
         from omegaconf import OmegaConf
 
@@ -216,7 +227,7 @@ def images(root: str | None = None, paths: Sequence[str] | None = None, labels: 
     ds = ImageListDataset(files, num_classes, mapping, channels)
     return DataBundle(name="images", train=None, val=None, test=ds, num_classes=num_classes,
                       class_names=list(class_names or [str(i) for i in range(num_classes)]), channels=channels,
-                      image_size=None)
+                      image_size=None, skipped=skipped)
 
 
 def _sample_photos() -> dict[str, tuple[Path, list[int]]]:

@@ -7,7 +7,7 @@ A label of -1 means "unknown"; such items are classified but not scored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from collections.abc import Callable, Sequence
 
@@ -31,6 +31,8 @@ class DataBundle:
     # C×H×W of images that are already exactly what the model takes (a tensors file): no eval transform is applied,
     # and a model whose input size differs is an error rather than a silent resize
     ready_shape: tuple[int, int, int] | None = None
+    # files left out because they could not be used, one {"path", "reason"} each; tasks record them in results.json
+    skipped: list[dict[str, str]] = field(default_factory=list)
 
     def split(self, name: str) -> Dataset:
         ds = getattr(self, name, None)

@@ -85,7 +85,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 x = batch["image"].to(ctx.device)
                 accept = accept_matrix(batch["label"], len(class_names), batch.get("accept"), device=ctx.device)
                 labels = _attack_labels(model, x, batch["label"].to(ctx.device), accept)
-                result = attack.sweep(x, labels, eps, target_labels=target_class, return_images=True)
+                result = attack.sweep(x, labels, eps, target_labels=target_class, accept=accept, return_images=True)
                 _check_bounds(result, x, eps, attack.norm)
                 counts.add(result, accept)
                 take = min(len(x), n_keep - n_seen)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import platform
 import sys
 import time
 import traceback
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,10 +19,23 @@ from collections.abc import Iterator, Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from xai_bench.checks import check_limit
 from xai_bench.config import validate
 from xai_bench.results import RunResults, write_results
 from xai_bench.tracking import Tracker
 from xai_bench.utils import atomic_path, build, resolve_device, seed_everything
+
+
+log = logging.getLogger(__name__)
+
+# The run whose `run_context` is open, so that setup helpers (tasks/setup.py) can record into it without every task
+# passing its context along.
+_ACTIVE_RUN: ContextVar[RunContext | None] = ContextVar("xai_bench_active_run", default=None)
+
+
+def active_run() -> RunContext | None:
+    """The :class:`RunContext` of the task that is running, or ``None`` outside :func:`run_context`."""
+    return _ACTIVE_RUN.get()
 
 
 def output_dir(cfg: DictConfig) -> Path:
@@ -46,12 +61,23 @@ class RunContext:
     files: list[str] = field(default_factory=list)
     model_name: str | None = None
     subject: str | None = None
+    skipped_files: list[dict[str, str]] = field(default_factory=list)
 
     def name(self, model: str, *detail: str) -> None:
         """Say what this run's figures show: every later :meth:`figure` names ``model`` (and ``detail``, e.g. the
         attack), so the figures of a sweep can be told apart."""
         self.model_name = model
         self.subject = " · ".join([model, *[d for d in detail if d]])
+
+    def record_skipped(self, skipped: Sequence[dict[str, str]]) -> None:
+        """Record input files the dataset left out (``{path, reason}`` each): logged, written to
+        ``tables/skipped_files.csv`` and to ``results.json`` (``skipped_files``)."""
+        if not skipped:
+            return
+        self.skipped_files += [dict(s) for s in skipped]
+        log.warning("%d input file(s) skipped (listed in results.json and tables/skipped_files.csv):\n%s",
+                    len(skipped), "\n".join(f"  {s['reason']}" for s in skipped))
+        self.table("skipped_files", self.skipped_files)
 
     def figure(self, name: str, fig: Any, caption: str | None = None) -> Path:
         """Save a matplotlib figure as ``figures/<name>.png`` and log it; a figure whose titles do not name the
@@ -72,12 +98,14 @@ class RunContext:
         columns: list[str] = []
         for r in rows:
             columns += [c for c in r if c not in columns]
-        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        # backslashreplace: a file name that is not valid UTF-8 must not crash the run after all the work is done
+        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             writer.writerows(rows)
         self.tracker.log_table(f"tables/{name}", rows)
-        self.files.append(str(path.relative_to(self.out_dir)))
+        if str(path.relative_to(self.out_dir)) not in self.files:  # a table rewritten is still one file
+            self.files.append(str(path.relative_to(self.out_dir)))
         return path
 
     @contextmanager
@@ -111,6 +139,8 @@ def run_context(cfg: DictConfig, task: str) -> Iterator[RunContext]:
     """Check the config, seed, make the output folder, start the tracker; always write ``results.json`` and finish
     the tracker."""
     validate(cfg)  # a key no builder takes fails here, before anything is written or started
+    if "max_images" in cfg:
+        check_limit("max_images", cfg.max_images)
     seed_everything(int(cfg.seed))
     out = output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -120,6 +150,7 @@ def run_context(cfg: DictConfig, task: str) -> Iterator[RunContext]:
     ctx = RunContext(cfg=cfg, out_dir=out, tracker=tracker, device=resolve_device(cfg.get("device", "auto")))
     t0 = time.perf_counter()
     status, error = "ok", None
+    token = _ACTIVE_RUN.set(ctx)
     try:
         tracker.start(out, resolved, name=f"{task}-{out.name}")
         yield ctx
@@ -128,11 +159,12 @@ def run_context(cfg: DictConfig, task: str) -> Iterator[RunContext]:
             traceback.format_exception_only(type(exc), exc)).strip()
         raise
     finally:
+        _ACTIVE_RUN.reset(token)
         ctx.timings["total"] = round(time.perf_counter() - t0, 3)
         write_results(out, RunResults(
             task=task, status=status, error=error, seed=int(cfg.seed), device=str(ctx.device),
             metrics={k: v for k, v in ctx.metrics.items() if not k.startswith("_")},
-            timings=ctx.timings, files=ctx.files, versions=versions(), config=resolved,  # type: ignore[arg-type]
+            timings=ctx.timings, files=ctx.files, skipped_files=ctx.skipped_files, versions=versions(), config=resolved,  # type: ignore[arg-type]
             argv=list(sys.argv), cwd=os.getcwd()))
         tracker.summary({k: v for k, v in ctx.metrics.items() if isinstance(v, (int, float))})
         tracker.finish(exit_code=0 if status == "ok" else 1)

@@ -14,15 +14,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from xai_bench.data import DataBundle, set_eval_transform
 from xai_bench.models import ImageClassifier, create_model
+from xai_bench.tasks.common import active_run
 from xai_bench.utils import build
 
 __all__ = ["build_data", "build_model", "model_from_node", "prepare_for_model"]
 
 
 def build_data(cfg: DictConfig) -> DataBundle:
+    """The task's dataset (``cfg.dataset``); files it skipped are recorded in the running task's results."""
     bundle = build(cfg.dataset)
     if not isinstance(bundle, DataBundle):
         raise TypeError(f"dataset._target_={cfg.dataset.get('_target_')} must return a DataBundle")
+    run = active_run()
+    if run is not None:
+        run.record_skipped(bundle.skipped)
     return bundle
 
 

@@ -34,12 +34,18 @@ _EPS_RE = re.compile(rf"^\s*({_NUMBER})\s*(?:/\s*({_NUMBER})\s*)?$")
 
 
 def _ce_loss(logits: Tensor, y: Tensor) -> Tensor:
+    if y.dtype == torch.bool:  # a reference set: -log Σ_{c∈A} p_c, the probability of any accepted class
+        return logits.logsumexp(1) - logits.masked_fill(~y, float("-inf")).logsumexp(1)
     return F.cross_entropy(logits, y, reduction="none")
 
 
 def _margin_loss(logits: Tensor, y: Tensor) -> Tensor:
     # Carlini–Wagner margin: best other logit minus the logit of y. Unlike CE it does not saturate once the
     # image is confidently (mis)classified, which keeps PGD steps informative.
+    if y.dtype == torch.bool:  # a reference set: best rejected logit minus best accepted logit
+        true = logits.masked_fill(~y, float("-inf")).amax(dim=1)
+        other = logits.masked_fill(y, float("-inf")).amax(dim=1)
+        return torch.where(y.all(1), torch.zeros_like(true), other - true)  # all accepted: nothing to attack
     true = logits.gather(1, y[:, None]).squeeze(1)
     other = logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
     return other - true
@@ -115,6 +121,12 @@ class Attack:
         targeted: if True, minimise the loss towards ``target_labels`` instead of maximising it for ``labels``.
         loss: ``"ce"`` (cross-entropy on logits, summed over the batch so each image's step is independent of the
             batch) or ``"margin"`` (Carlini–Wagner logit margin). Default: ``"ce"``.
+
+    Reference sets: when an image has several correct classes (``accept``, e.g. the five ImageNet cat classes — the
+    same sets accuracy is scored with, :func:`xai_bench.checks.accept_matrix`), an untargeted attack works against
+    the whole set: the CE loss is ``-log Σ_{c∈A} p_c`` and the margin is the best rejected logit minus the best
+    accepted one. Pushing a tabby towards "tiger cat" then gains the attack nothing, just as it costs no accuracy,
+    so the attack and the accuracy it is scored by agree.
     """
 
     norm: str = "inf"
@@ -134,7 +146,7 @@ class Attack:
 
     # -- public API ---------------------------------------------------------------------------------------------
     def __call__(self, images: Tensor, labels: Tensor, eps: float | str, *,
-                 target_labels: Tensor | int | None = None) -> Tensor:
+                 target_labels: Tensor | int | None = None, accept: Tensor | None = None) -> Tensor:
         """Adversarial versions of ``images``.
 
         Args:
@@ -142,24 +154,31 @@ class Attack:
             labels: N true class indices.
             eps: radius of the perturbation ball in pixel units (a float or a string like ``"8/255"``).
             target_labels: N class indices (or one int for all images); required iff the attack is targeted.
+            accept: optional ``Bool[N, K]`` reference sets, the classes that count as correct; an untargeted attack
+                then pushes the image out of its whole set (images with an empty set: away from ``labels``).
+                Ignored by targeted attacks.
 
         Returns:
             N×C×H×W adversarial images with ``‖x_adv − x‖ ≤ eps`` (in the attack's norm) and values in [0, 1].
         """
         (eps_value,) = parse_eps(eps, norm=self.norm, name="eps")
-        images, labels, target = self._check_inputs(images, labels, target_labels)
+        images, labels, target = self._check_inputs(images, labels, target_labels, accept)
         with eval_mode(self.model):
             if eps_value == 0:
                 return images.detach().clone()
             return self.perturb(images, labels, eps_value, target).detach()
 
     def perturb(self, images: Tensor, labels: Tensor, eps: float, target_labels: Tensor | None) -> Tensor:
-        """The algorithm itself; inputs are already validated and the model is in eval mode. Overridden."""
+        """The algorithm itself; inputs are already validated and the model is in eval mode. Overridden.
+
+        ``labels`` is what the untargeted loss works against: N class indices, or ``Bool[N, K]`` reference sets when
+        the caller gave ``accept``. Pass it on to :meth:`_input_grad` unchanged.
+        """
         raise NotImplementedError
 
     def sweep(self, images: Tensor, labels: Tensor, eps_list: Iterable[float | str],
-              target_labels: Tensor | int | None = None, *, return_images: bool = False,
-              progress: bool = False) -> dict[str, Any]:
+              target_labels: Tensor | int | None = None, *, accept: Tensor | None = None,
+              return_images: bool = False, progress: bool = False) -> dict[str, Any]:
         """Attack the batch at every ε and score the results (per-ε rows: :mod:`xai_bench.robustness.sweeps`).
 
         Args:
@@ -167,6 +186,7 @@ class Attack:
             labels: N true class indices.
             eps_list: E radii in pixel units (floats or strings like ``"8/255"``).
             target_labels: as in :meth:`__call__`.
+            accept: ``Bool[N, K]`` reference sets, as in :meth:`__call__`; pass the sets the sweep is scored with.
             return_images: also return the E×N×C×H×W adversarial images (memory: E copies of the batch).
             progress: show a progress bar over ε.
 
@@ -176,7 +196,7 @@ class Attack:
             ``target_labels`` (N or None) and ``norm``. All tensors are detached and on the input's device.
         """
         eps_values = parse_eps(eps_list, norm=self.norm, name="eps_list")
-        images, labels, target = self._check_inputs(images, labels, target_labels)
+        images, labels, target = self._check_inputs(images, labels, target_labels, accept)
         with eval_mode(self.model):
             clean_logits, adversary = self._sweep_setup(images, labels, target)
             return self._collect(images, clean_logits, eps_values, adversary, target, return_images, progress)
@@ -230,8 +250,8 @@ class Attack:
             "norm": self.norm,
         }
 
-    def _check_inputs(self, images: Tensor, labels: Any,
-                      target_labels: Any) -> tuple[Tensor, Tensor, Tensor | None]:
+    def _check_inputs(self, images: Tensor, labels: Any, target_labels: Any,
+                      accept: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
         check_images(images, "images")
         n = images.shape[0]
         num_classes = getattr(self.model, "num_classes", None)
@@ -247,7 +267,26 @@ class Attack:
                 raise ValueError("target_labels were given to an untargeted attack; build it with targeted=True "
                                  "(or set attack.target_class) or drop target_labels")
             target = None
+            if accept is not None:
+                labels = self._reference_sets(accept, labels, num_classes)
         return images.detach(), labels, target
+
+    @staticmethod
+    def _reference_sets(accept: Tensor, labels: Tensor, num_classes: int | None) -> Tensor:
+        """``Bool[N, K]`` sets for the loss; an image with an empty set (unlabelled) is attacked away from its label."""
+        accept = torch.as_tensor(accept, device=labels.device)
+        n = labels.shape[0]
+        if accept.dtype != torch.bool or accept.ndim != 2 or accept.shape[0] != n:
+            raise ValueError(f"accept must be Bool[N, K] reference sets with N={n}; got dtype {accept.dtype}, "
+                             f"shape {tuple(accept.shape)}")
+        if num_classes is not None and accept.shape[1] != num_classes:
+            raise ValueError(f"accept has {accept.shape[1]} classes but the model outputs {num_classes}")
+        if labels.numel() and int(labels.max()) >= accept.shape[1]:
+            raise ValueError(f"labels reach class {int(labels.max())} but accept has only {accept.shape[1]} classes")
+        sets = accept.clone()
+        empty = ~sets.any(1)
+        sets[empty.nonzero().squeeze(1), labels[empty]] = True
+        return sets
 
 
 def build_attack(cfg: Mapping[str, Any], model: Callable[[Tensor], Tensor]) -> tuple[Attack, list[float]]:
