@@ -20,6 +20,7 @@ from xai_bench.data.base import DataBundle, TransformedDataset, random_split
 from xai_bench.data.folders import FolderDataset, ImageListDataset, list_images, read_labels
 from xai_bench.data.synthetic import SHAPES, SyntheticShapes
 from xai_bench.data.transforms import build_augment, eval_transform, load_image
+from xai_bench.errors import DataMissingError
 
 __all__ = ["DataBundle", "synthetic_shapes", "fashion_mnist", "mnist", "cifar10", "digits", "imagefolder", "images",
            "samples", "make_loader", "set_eval_transform", "load_image", "SAMPLE_PHOTOS"]
@@ -105,9 +106,13 @@ def _torchvision_split(cls_name: str, root: str, train: bool, download: bool) ->
     try:
         return cls(root, train=train, download=download)
     except RuntimeError as exc:
-        raise FileNotFoundError(
-            f"{cls_name} not found under dataset.root={root} ({exc}). Set dataset.download=true where there is "
-            f"network, or place the files where torchvision expects them.") from exc
+        fix = ("Set dataset.download=true where there is network, or place the files where torchvision expects "
+               "them.")
+        if cls_name == "FashionMNIST":
+            fix = (f"Install Debian's package with `apt-get install dataset-fashion-mnist` (its files go to "
+                   f"{DEBIAN_FASHION_MNIST}/, which the loader copies into dataset.root), or set "
+                   f"dataset.download=true where there is network.")
+        raise DataMissingError(f"{cls_name} not found under dataset.root={root} ({exc}). {fix}") from exc
 
 
 def _mnist_like(name: str, cls_name: str, class_names: Sequence[str], root: str, download: bool, val_fraction: float,
