@@ -70,7 +70,8 @@ def _main(task: str) -> None:
     try:
         main()
     except _Reported as rep:
-        where = f" (recorded in {rep.run_dir}/results.json)" if rep.run_dir else ""
+        results = Path(rep.run_dir or ".") / "results.json"
+        where = f" (recorded in {results})" if rep.run_dir and results.is_file() else ""
         sys.stderr.write(f"error: {_message(rep.error)}\n"
                          f"{task}: stopped before finishing{where}; HYDRA_FULL_ERROR=1 shows the traceback\n")
         raise SystemExit(2) from None
