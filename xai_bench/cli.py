@@ -3,6 +3,8 @@ these, so they behave identically and find ``conf/`` wherever the package is ins
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -17,18 +19,67 @@ def _conf_dir() -> str:
     raise FileNotFoundError("xai_bench config folder not found next to the package")
 
 
+class _Reported(BaseException):
+    """Carries a user error past Hydra's ``run_and_report`` (which catches ``Exception`` and prints a traceback) to
+    :func:`_main`, which prints it as one line."""
+
+    def __init__(self, error: BaseException, run_dir: str | None) -> None:
+        super().__init__(str(error))
+        self.error, self.run_dir = error, run_dir
+
+
+def _full_error() -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR", "") not in ("", "0")
+
+
+def _message(exc: BaseException) -> str:
+    # KeyError's str() is the repr of its argument ("'…'"); our checks put the whole message in args[0]
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return text or type(exc).__name__
+
+
 def _main(task: str) -> None:
+    """Run ``task`` under Hydra. A user error (:func:`xai_bench.errors.is_user_error`: a bad setting, file or
+    checkpoint, a full disk, no network) prints ``error: <message>`` on stderr and exits 2, its traceback only with
+    ``HYDRA_FULL_ERROR=1``; Ctrl-C and SIGTERM exit 130 and 143 after ``results.json`` records ``interrupted``."""
     import hydra
     from omegaconf import DictConfig
+
+    from xai_bench.errors import Terminated, is_user_error
 
     @hydra.main(version_base="1.3", config_path=_conf_dir(), config_name=task)
     def main(cfg: DictConfig) -> float | None:
         module = __import__(f"xai_bench.tasks.{task}", fromlist=["run"])
-        metrics = module.run(cfg)
+        try:
+            metrics = module.run(cfg)
+        except Exception as exc:
+            if _full_error() or not is_user_error(exc):
+                raise
+            from hydra.core.hydra_config import HydraConfig
+            from hydra.types import RunMode
+
+            hc = HydraConfig.get()
+            if hc.mode == RunMode.MULTIRUN:
+                raise  # a sweep goes on to its other jobs; Hydra reports the failure at the end
+            raise _Reported(exc, hc.runtime.output_dir) from exc
         return _objective(metrics, cfg.get("optimized_metric"))
 
     sys.argv[0] = task
-    main()
+    try:
+        main()
+    except _Reported as rep:
+        results = Path(rep.run_dir or ".") / "results.json"
+        where = f" (recorded in {results})" if rep.run_dir and results.is_file() else ""
+        sys.stderr.write(f"error: {_message(rep.error)}\n"
+                         f"{task}: stopped before finishing{where}; HYDRA_FULL_ERROR=1 shows the traceback\n")
+        raise SystemExit(2) from None
+    except KeyboardInterrupt as exc:
+        if _full_error():
+            raise
+        what = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+        sys.stderr.write(f"{task}: interrupted by {what} (a started run records status 'interrupted' in "
+                         f"results.json)\n")
+        raise SystemExit(128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)) from None
 
 
 def _objective(metrics: dict, optimized_metric: str | None) -> float | None:

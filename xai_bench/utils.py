@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import random
@@ -52,20 +53,43 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically, on error it is removed.
 
-    A crash mid-write therefore never leaves a half-written file in place of a good one.
+    A crash mid-write therefore never leaves a half-written file in place of a good one. A full disk (or quota)
+    raises :class:`~xai_bench.errors.DiskFullError` naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        _raise_if_disk_full(exc, path)
+        raise
     os.close(fd)
     os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; results and figures are meant to be shared
     try:
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _raise_if_disk_full(exc, path)
         raise
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _raise_if_disk_full(exc: BaseException, path: Path) -> None:
+    """Re-raise a failed write that ran out of space as :class:`DiskFullError`. torch and safetensors wrap the
+    ``OSError`` in their own errors, so their message is read too."""
+    text = str(exc)
+    if (isinstance(exc, OSError) and exc.errno in _DISK_FULL) or "No space left on device" in text \
+            or "os error 28" in text or "Disk quota exceeded" in text:
+        from xai_bench.errors import DiskFullError
+
+        err = DiskFullError(f"no space left on device while writing {path}: free space on {path.parent} "
+                            f"(or its quota), or point paths.output_dir / hydra.run.dir at a disk with room")
+        err.errno = errno.ENOSPC
+        raise err from exc
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

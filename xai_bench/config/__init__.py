@@ -7,6 +7,8 @@
   ``logger``, attribution methods, attacks, corruptions) against its callable's signature; an attribution method's
   ``kwargs`` against its ``attribute()``; model options the named model would not use. One
   :class:`ConfigKeyError` names each bad key's config path, its close matches and the valid keys.
+* :func:`check_values` — run first thing inside every task, before any data is loaded: values that cannot work
+  (``optim.lr=-1``, ``trainer.max_epochs=0``, ``top_k=0``, unknown corruptions and severities, bad targets).
 * :func:`load_node` — one group file merged onto its schema, outside a task (tests, notebooks).
 * :data:`ATTRIBUTION_KEYS` — the keys of an attribution node (the runner's ``CONFIG_KEYS``).
 """
@@ -19,9 +21,11 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from xai_bench.config.schemas import SCHEMAS, AttributionSchema, register
-from xai_bench.config.validate import ConfigKeyError, check_keys, check_target, unknown_key_message, validate
+from xai_bench.config.validate import (ConfigKeyError, check_keys, check_target, check_values, unknown_key_message,
+                                       validate)
 
-__all__ = ["ATTRIBUTION_KEYS", "SCHEMAS", "ConfigKeyError", "check_keys", "check_target", "load_node", "register",
+__all__ = ["ATTRIBUTION_KEYS", "SCHEMAS", "ConfigKeyError", "check_keys", "check_target", "check_values", "load_node",
+           "register",
            "unknown_key_message", "valid_keys", "validate"]
 
 ATTRIBUTION_KEYS: tuple[str, ...] = tuple(f.name for f in fields(AttributionSchema))

@@ -12,7 +12,13 @@ built:
   (``model``, ensemble members, ``reference_model``).
 
 All problems are gathered into one :class:`ConfigKeyError`, one line each: the config path of the key, the close
-matches and the valid keys.
+matches and the valid keys; ``seed`` must be an integer already here (the run is seeded next).
+
+:func:`check_values` is the second start-up check, of *values* that cannot work (``optim.lr=-1``,
+``trainer.max_epochs=0``, ``top_k=0``, an unknown corruption or severity, a target that is neither a mode nor class
+ids). Tasks run it first thing inside the run, before any data is loaded, so the failure is also recorded in
+``results.json``. What needs the model (class ids against ``num_classes``, a Grad-CAM layer) is checked as soon as
+the model is built, before the images are read (:func:`xai_bench.tasks.setup.check_against_model`).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -28,6 +35,7 @@ from omegaconf import OmegaConf
 from xai_bench.config.schemas import (AttackSchema, AttributionSchema, CorruptionSchema, EarlyStoppingSchema,
                                       EnsembleSchema, GridSchema, ModelSchema, PathsSchema, QuickshiftSchema,
                                       SchedulerSchema, SegmentationSchema, SlicSchema, TrainerSchema)
+from xai_bench.errors import ConfigError
 
 # Nested schemas checked inside their parent's node (schema → field → schema of that field's mapping).
 _NESTED: dict[type, dict[str, type]] = {
@@ -35,7 +43,7 @@ _NESTED: dict[type, dict[str, type]] = {
     SegmentationSchema: {"slic": SlicSchema, "quickshift": QuickshiftSchema, "grid": GridSchema},
 }
 
-__all__ = ["ConfigKeyError", "check_keys", "check_target", "unknown_key_message", "validate"]
+__all__ = ["ConfigKeyError", "check_keys", "check_target", "check_values", "unknown_key_message", "validate"]
 
 _HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 # attribute() arguments the attribution runner passes itself; in `kwargs` they would clash.
@@ -43,8 +51,9 @@ _RUNNER_ARGS = {"inputs", "target", "baselines", "feature_mask", "sliding_window
 _CREATE_MODEL = "xai_bench.models.create_model"
 
 
-class ConfigKeyError(ValueError):
-    """Config keys that no schema or builder knows. ``problems`` holds one line per key."""
+class ConfigKeyError(ConfigError):
+    """Config keys that no schema or builder knows (and other config problems). ``problems`` holds one line each.
+    A :class:`~xai_bench.errors.ConfigError`, so a ``ValueError``."""
 
     def __init__(self, problems: str | Iterable[str]) -> None:
         self.problems = [problems] if isinstance(problems, str) else list(problems)
@@ -118,8 +127,106 @@ def validate(cfg: Mapping[str, Any]) -> None:
                        ("scheduler.scheduler", scheduler.get("scheduler") if isinstance(scheduler, dict) else None)):
         if isinstance(node, dict):
             _check_target(node, path, problems)
+    seed = c.get("seed")
+    if "seed" in c and not _is_interpolation(seed) and _as_int(seed) is None:
+        problems.append(f"seed: must be an integer, got {seed!r}; e.g. seed=0")
     if problems:
         raise ConfigKeyError(list(dict.fromkeys(problems)))  # a key off both schema and signature: said once
+
+
+def check_values(cfg: Mapping[str, Any]) -> None:
+    """Check setting values that cannot work, before any data is loaded; raise one :class:`ConfigKeyError` (a
+    ``ValueError``) with a line per problem naming the field and what would work.
+
+    Whatever of these the config has is checked: ``seed``, ``top_k``, ``target``, ``batch_size``,
+    ``optim.lr`` / ``optim.weight_decay``, the ``trainer``'s epochs, batch sizes and workers, ``attack.target_class``,
+    and ``corruption`` names and severities (built once, so a typo lists the close matches). Interpolations are left
+    to Hydra.
+    """
+    c = _plain(cfg)
+    problems: list[str] = []
+
+    def number(path: str, *, lo: float | None = None, strict: bool = False, integer: bool = False,
+               hint: str = "") -> None:
+        node: Any = c
+        for part in path.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return
+            node = node[part]
+        if node is None or _is_interpolation(node):
+            return
+        value = _as_int(node) if integer else _as_float(node)
+        kind = "an integer" if integer else "a finite number"
+        if value is None:
+            problems.append(f"{path}: must be {kind}, got {node!r}{hint}")
+        elif lo is not None and (value <= lo if strict else value < lo):
+            bound = f"> {lo:g}" if strict else f">= {lo:g}"
+            problems.append(f"{path}: must be {bound}, got {node!r}{hint}")
+
+    number("seed", integer=True, hint="; e.g. seed=0")
+    number("top_k", lo=1, integer=True, hint="; top_k=1 explains the predicted class")
+    number("batch_size", lo=1, integer=True)
+    number("num_workers", lo=0, integer=True)
+    number("optim.lr", lo=0, strict=True, hint="; the learning rate must be positive, e.g. optim.lr=0.01")
+    number("optim.weight_decay", lo=0)
+    number("trainer.max_epochs", lo=1, integer=True, hint="; train at least one epoch (e.g. trainer.max_epochs=1)")
+    number("trainer.batch_size", lo=1, integer=True)
+    number("trainer.eval_batch_size", lo=1, integer=True)
+    number("trainer.num_workers", lo=0, integer=True)
+    if isinstance(c.get("attack"), dict):
+        number("attack.target_class", lo=0, integer=True, hint="; a class id, or null for an untargeted attack")
+    if "target" in c and not _is_interpolation(c["target"]):
+        problems += _target_problems(c["target"])
+    problems += _corruption_problems(cfg)
+    if problems:
+        raise ConfigKeyError(list(dict.fromkeys(problems)))
+
+
+def _target_problems(target: Any) -> list[str]:
+    """``target``: ``predicted``, ``label``, a class id or a non-empty list of ids (checked against the model's
+    ``num_classes`` once it is built)."""
+    ids = target if isinstance(target, list) else [target]
+    if isinstance(target, str) and target in ("predicted", "label"):
+        return []
+    if ids and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+        return []
+    return [f"target must be 'predicted', 'label', a class id or a non-empty list of ids (>= 0), got {target!r}; "
+            "e.g. target=predicted top_k=2 or target=[281,285]"]
+
+
+def _corruption_problems(cfg: Mapping[str, Any]) -> list[str]:
+    """Build the corruption suite once (cheap: partials), so an unknown name or severity fails now."""
+    node = cfg.get("corruption") if isinstance(cfg, Mapping) else None
+    if not isinstance(node, Mapping) or not (node.get("names") or node.get("custom")):
+        return []
+    from xai_bench.robustness.corruptions import build_suite
+
+    try:
+        build_suite(node)
+    except (ValueError, KeyError, TypeError) as exc:
+        text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        return [f"corruption: {text}"]
+    return []
+
+
+def _is_interpolation(value: Any) -> bool:
+    return isinstance(value, str) and "${" in value
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from xai_bench.data.folders import (FolderDataset, ImageListDataset, check_skipp
 from xai_bench.data.synthetic import SHAPES, SyntheticShapes
 from xai_bench.data.tensors import TensorFileDataset, read_tensor_file
 from xai_bench.data.transforms import BadImageError, build_augment, eval_transform, load_image
+from xai_bench.errors import DataMissingError
 
 __all__ = ["DataBundle", "synthetic_shapes", "fashion_mnist", "mnist", "cifar10", "digits", "imagefolder", "images",
            "samples", "tensors", "make_loader", "set_eval_transform", "load_image", "BadImageError", "SAMPLE_PHOTOS"]
@@ -108,9 +109,13 @@ def _torchvision_split(cls_name: str, root: str, train: bool, download: bool) ->
     try:
         return cls(root, train=train, download=download)
     except RuntimeError as exc:
-        raise FileNotFoundError(
-            f"{cls_name} not found under dataset.root={root} ({exc}). Set dataset.download=true where there is "
-            f"network, or place the files where torchvision expects them.") from exc
+        fix = ("Set dataset.download=true where there is network, or place the files where torchvision expects "
+               "them.")
+        if cls_name == "FashionMNIST":
+            fix = (f"Install Debian's package with `apt-get install dataset-fashion-mnist` (its files go to "
+                   f"{DEBIAN_FASHION_MNIST}/, which the loader copies into dataset.root), or set "
+                   f"dataset.download=true where there is network.")
+        raise DataMissingError(f"{cls_name} not found under dataset.root={root} ({exc}). {fix}") from exc
 
 
 def _mnist_like(name: str, cls_name: str, class_names: Sequence[str], root: str, download: bool, val_fraction: float,

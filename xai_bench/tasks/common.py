@@ -6,7 +6,9 @@ import csv
 import logging
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 import traceback
 from contextlib import contextmanager
@@ -20,7 +22,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from xai_bench.checks import check_limit
-from xai_bench.config import validate
+from xai_bench.config import check_values, validate
+from xai_bench.errors import Terminated
 from xai_bench.results import RunResults, write_results
 from xai_bench.tracking import Tracker
 from xai_bench.utils import atomic_path, build, resolve_device, seed_everything
@@ -137,7 +140,38 @@ def versions() -> dict[str, str]:
 @contextmanager
 def run_context(cfg: DictConfig, task: str) -> Iterator[RunContext]:
     """Check the config, seed, make the output folder, start the tracker; always write ``results.json`` and finish
-    the tracker."""
+    the tracker. SIGTERM during the run is recorded like Ctrl-C (``status: interrupted``)."""
+    with _sigterm_as_interrupt(), _run_context(cfg, task) as ctx:
+        yield ctx
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM (Slurm's and Docker's stop signal) raises :class:`~xai_bench.errors.Terminated`,
+    a ``KeyboardInterrupt``, in the main thread, so the run is recorded as ``interrupted`` like Ctrl-C; later SIGTERMs
+    (during the clean-up that writes ``results.json``) are ignored, and the previous handler is restored afterwards.
+    Handlers can only be set from the main thread: elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pid, fired = os.getpid(), []
+
+    def handler(signum: int, frame: Any) -> None:
+        if os.getpid() != pid:  # a forked DataLoader worker inherited the handler: end as SIGTERM would
+            os._exit(128 + signum)
+        if not fired:
+            fired.append(signum)
+            raise Terminated(f"received SIGTERM (signal {signum}); the run was stopped")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _run_context(cfg: DictConfig, task: str) -> Iterator[RunContext]:
     validate(cfg)  # a key no builder takes fails here, before anything is written or started
     if "max_images" in cfg:
         check_limit("max_images", cfg.max_images)
@@ -152,6 +186,7 @@ def run_context(cfg: DictConfig, task: str) -> Iterator[RunContext]:
     status, error = "ok", None
     token = _ACTIVE_RUN.set(ctx)
     try:
+        check_values(cfg)  # values that cannot work fail before any data is loaded, recorded in results.json
         tracker.start(out, resolved, name=f"{task}-{out.name}")
         yield ctx
     except BaseException as exc:

@@ -10,14 +10,15 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from xai_bench.data import DataBundle, set_eval_transform
+from xai_bench.errors import ConfigError
 from xai_bench.models import ImageClassifier, create_model
 from xai_bench.tasks.common import active_run
 from xai_bench.utils import build
 
-__all__ = ["build_data", "build_model", "model_from_node", "prepare_for_model"]
+__all__ = ["build_data", "build_model", "check_against_model", "model_from_node", "prepare_for_model"]
 
 
 def build_data(cfg: DictConfig) -> DataBundle:
@@ -32,8 +33,62 @@ def build_data(cfg: DictConfig) -> DataBundle:
 
 
 def build_model(cfg: DictConfig, data: DataBundle | None = None) -> ImageClassifier:
-    """The task's model (``cfg.model``); fields left null (classes, channels, size) come from the dataset."""
-    return model_from_node(cfg.model, data, warn_random=cfg.get("task_name") != "train")
+    """The task's model (``cfg.model``); fields left null (classes, channels, size) come from the dataset. The
+    settings that depend on the model are checked against it at once (:func:`check_against_model`), before the task
+    reads any image."""
+    model = model_from_node(cfg.model, data, warn_random=cfg.get("task_name") != "train")
+    check_against_model(cfg, model)
+    return model
+
+
+def check_against_model(cfg: DictConfig, model: ImageClassifier) -> None:
+    """The settings that need the model: ``target`` class ids and ``top_k`` against its ``num_classes``,
+    ``attack.target_class``, and every selected layer method's layer (``attribution.<name>.layer``, else the model's
+    ``default_layer``). Raises ``ValueError`` (``KeyError`` for an unknown layer, listing the valid names) naming the
+    field and the fix."""
+    k = int(model.num_classes)
+    target = cfg.get("target")
+    if target is not None and not isinstance(target, str):
+        ids = list(target) if isinstance(target, (list, tuple, ListConfig)) else [target]
+        bad = [c for c in ids if isinstance(c, int) and not 0 <= c < k]
+        if bad:
+            raise ConfigError(f"target ids {bad} are out of range for a model with num_classes={k}; use ids in "
+                              f"[0, {k - 1}]")
+    if target == "predicted" and cfg.get("top_k") is not None and not 1 <= int(cfg.top_k) <= k:
+        raise ConfigError(f"top_k must be in [1, {k}] (num_classes), got {cfg.top_k}")
+    attack = cfg.get("attack")
+    if attack is not None and attack.get("target_class") is not None and not 0 <= int(attack.target_class) < k:
+        raise ConfigError(f"attack.target_class={attack.target_class} is out of range for a model with "
+                          f"num_classes={k}; use a class id in [0, {k - 1}] or null")
+    for key, node in (cfg.get("attribution") or {}).items():
+        if node is not None and node.get("method") is not None:
+            _check_layer(str(key), node, model)
+
+
+def _check_layer(key: str, node: Any, model: ImageClassifier) -> None:
+    """A layer method's layer exists in ``model`` (what ``build_attribution`` would find only after prediction)."""
+    import inspect
+
+    from hydra.utils import get_object
+
+    target = node.method.get("_target_")
+    try:
+        cls = get_object(target)
+        takes_layer = "layer" in inspect.signature(cls).parameters
+    except Exception:  # an import problem is reported by the config check and build_attribution
+        return
+    if not takes_layer:
+        return
+    layer = node.get("layer") or model.default_layer
+    if layer is None:
+        raise ConfigError(f"attribution.{key} is a layer method but model {model.name!r} has no default_layer; set "
+                          f"attribution.{key}.layer to a dotted module name, e.g. one of "
+                          f"{model.conv_layer_names()[-5:]}")
+    try:
+        model.get_layer(layer)
+    except KeyError as exc:
+        field = f"attribution.{key}.layer" if node.get("layer") else f"model {model.name!r} default_layer"
+        raise KeyError(f"{field}: {exc.args[0] if exc.args else exc}") from None
 
 
 def model_from_node(node: Any, data: DataBundle | None = None, *, warn_random: bool = True,
