@@ -44,7 +44,6 @@ def _no_data(monkeypatch, module):
     ("evaluate", ["corruption=imagenet_c", "corruption.severities=[9]"], r"corruption: severity"),
     ("train", ["optim.lr=-1"], r"optim\.lr: must be > 0"),
     ("train", ["trainer.max_epochs=0"], r"trainer\.max_epochs: must be >= 1"),
-    ("attack", ["max_images=-1"], r"max_images: must be >= 0"),
 ])
 def test_bad_values_fail_before_data_and_are_recorded(compose, tmp_path, monkeypatch, task, overrides, match):
     module = __import__(f"xai_bench.tasks.{task}", fromlist=["run"])

@@ -121,16 +121,16 @@ class RunContext:
 
 
 def versions() -> dict[str, str]:
-    import captum
-    import hydra
-    import torchvision
+    """Installed versions, read from package metadata: nothing is imported here, because this runs in the
+    ``finally`` of an interrupted run, where a SIGTERM may have cut a lazy import short (importing torchvision then
+    re-enters a half-initialised sympy and fails with a RecursionError)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    out = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-           "captum": captum.__version__, "hydra": hydra.__version__, "platform": platform.platform()}
-    for mod in ("timm", "wandb"):
+    out = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()}
+    for dist in ("torchvision", "captum", "hydra-core", "timm", "wandb"):
         try:
-            out[mod] = __import__(mod).__version__
-        except ImportError:
+            out[dist.removesuffix("-core")] = version(dist)
+        except PackageNotFoundError:
             pass
     if torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name(0)
