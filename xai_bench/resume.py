@@ -188,6 +188,8 @@ class ShardStore:
 
     def close(self) -> None:
         """The run finished and wrote its outputs: the shards are no longer needed."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.folder / INDEX).unlink()  # first: a store with an index always has its shards
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def _write_index(self) -> None:
