@@ -4,6 +4,7 @@ still draws its plot."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -220,3 +221,19 @@ def test_sigkill_at_random_points_then_resume(tmp_path, task):
         for name in OUTPUTS[task]:
             assert _sha(resumed / name) == _sha(tmp_path / "full" / name), (seed, name)
     _assert_clean(tmp_path)
+
+
+@pytest.mark.slow
+def test_multirun_with_a_failed_job_still_plots_the_others(tmp_path):
+    sweep = tmp_path / "sweep"
+    # job 1's grid_eps is not one of attack.eps: it fails after start-up, job 0 and 2 finish
+    proc = subprocess.run([sys.executable, "attack.py", "-m", *DATA, "attack=fgsm", "attack.eps=[0,2/255]",
+                           "grid_eps=null,3/255,2/255", f"hydra.sweep.dir={sweep}"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300,
+                          env={**os.environ, "WANDB_MODE": "disabled", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode != 0  # the sweep still reports the failure
+    assert (sweep / "accuracy_vs_eps.png").is_file()
+    with open(sweep / "accuracy_vs_eps.csv") as f:
+        jobs = {row["job"] for row in csv.DictReader(f)}
+    assert len(jobs) == 2 and not any(job.startswith("1_") for job in jobs)
+    assert "is not drawn: failed (ValueError: grid_eps='3/255'" in proc.stdout + proc.stderr

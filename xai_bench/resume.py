@@ -131,6 +131,7 @@ class ShardStore:
         store = cls(folder, index)
         if source is not None:
             old = _check(source, task, config, device, resume)
+            remove_stale_temps(source.parent)  # the killed run's half-written files, figures included
             _tidy(source, old)
             folder.mkdir(parents=True, exist_ok=True)
             for name in old["shards"].values():

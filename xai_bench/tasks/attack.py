@@ -14,7 +14,9 @@ Outputs in the run folder:
 - with ``attack.save_examples: true``: ``adversarial.safetensors`` (lossless float tensors, see
   :func:`save_examples`) and ``examples/*.png`` (8-bit, for viewing only);
 - ``results.json`` whose metrics hold ``model``, ``attack``, ``norm`` and the ``eps_sweep`` rows, which
-  :class:`xai_bench.reports.callbacks.AccuracyVsEpsCallback` gathers into one plot after a multirun.
+  :class:`xai_bench.reports.callbacks.AccuracyVsEpsCallback` gathers into one plot after a multirun;
+- while running, ``shards/``: every finished batch (running sums, RNG state, kept examples; :mod:`xai_bench.resume`),
+  so ``resume=<run dir>`` continues a killed run to the numbers an uninterrupted one gives.
 """
 
 from __future__ import annotations

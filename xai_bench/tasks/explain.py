@@ -6,6 +6,9 @@ The methods come from ``conf/attribution/*.yaml``, a multi-select config group: 
 the run writes a grid figure, a per-map table, ``maps.safetensors`` and ``results.json``. How a method's maps are
 drawn (signed or not, as an overlay) and whether it may run under bf16 autocast are the method's own facts
 (:mod:`xai_bench.attribution.base`).
+Images are explained ``batch_size`` at a time and every finished batch of maps is committed to ``shards/``
+(:mod:`xai_bench.resume`); ``resume=<run dir>`` explains only what a killed run had not, and ``maps.safetensors`` is
+written before the figures and metrics.
 """
 
 from __future__ import annotations
