@@ -19,7 +19,7 @@ from xai_bench.data import DataBundle, make_loader
 from xai_bench.metrics import predict
 from xai_bench.models import ImageClassifier, save_checkpoint
 from xai_bench.tracking import Tracker
-from xai_bench.utils import atomic_path, build
+from xai_bench.utils import atomic_path, build, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ def find_resume_checkpoint(resume: Any, out_dir: Path) -> Path | None:
     p = Path(str(resume))
     for cand in (p, p / LAST, p / "checkpoints" / LAST):
         if cand.is_file():
+            # the killed run's half-written files (its whole folder when this is one of ours)
+            remove_stale_temps(cand.parent.parent if cand.parent.name == "checkpoints" else cand.parent)
             return cand
     raise FileNotFoundError(f"trainer.resume={resume}: no checkpoint found (looked for {p}, {p / LAST} and "
                             f"{p / 'checkpoints' / LAST}); point it at an earlier run's output folder")

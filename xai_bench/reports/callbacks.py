@@ -4,6 +4,10 @@ Registered in ``conf/attack.yaml`` under ``hydra.callbacks`` (Hydra 1.3 instanti
 calls its ``on_multirun_end(config)`` once every job has returned). Each job's ``results.json`` already holds its
 per-ε rows (``metrics.eps_sweep``) and its ``model``/``attack``/``norm``, so the callback only reads files; it can
 also be run by hand on an old sweep with :func:`collect_sweep`.
+
+A sweep with a failed job still gets its plot: Hydra's sweeper raises after the batch of jobs and never calls
+``on_multirun_end``, so once a job has failed the plot is redrawn after every job (``on_job_end``) from the jobs
+that finished, and the failed ones are named in the log and the figure's title.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
@@ -36,6 +41,17 @@ class AccuracyVsEpsCallback(Callback):
 
     def __init__(self, filename: str = "accuracy_vs_eps") -> None:
         self.filename = filename
+        self._failed = False
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        from hydra.core.utils import JobStatus
+        from hydra.types import RunMode
+
+        if config.hydra.get("mode") != RunMode.MULTIRUN:
+            return
+        self._failed = self._failed or job_return.status == JobStatus.FAILED
+        if self._failed:  # on_multirun_end will not come: draw what has finished so far
+            collect_sweep(Path(str(config.hydra.sweep.dir)), self.filename)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         written = collect_sweep(Path(str(config.hydra.sweep.dir)), self.filename)
@@ -59,7 +75,13 @@ def collect_sweep(sweep_dir: str | Path, filename: str = "accuracy_vs_eps") -> d
     from xai_bench import viz
 
     sweep_dir = Path(sweep_dir)
-    jobs = [(res.path, res.metrics) for res in find_results(sweep_dir, task="attack") if res.metrics.get("eps_sweep")]
+    runs = list(find_results(sweep_dir, task="attack", ok_only=False))
+    jobs = [(res.path, res.metrics) for res in runs if res.ok and res.metrics.get("eps_sweep")]
+    bad = [res for res in runs if not res.ok and res.path is not None]
+    failed = [str(res.path.relative_to(sweep_dir)) for res in bad]  # type: ignore[union-attr]
+    for job, res in zip(failed, bad):
+        log.warning("[accuracy_vs_eps] job %s is not drawn: %s (%s)", job, res.status,
+                    (res.error or "no error recorded").splitlines()[-1])
     if not jobs:
         log.warning("[accuracy_vs_eps] no finished attack jobs under %s; nothing to plot", sweep_dir)
         return {}
@@ -89,6 +111,8 @@ def collect_sweep(sweep_dir: str | Path, filename: str = "accuracy_vs_eps") -> d
 
     datasets = sorted({str(m.get("dataset")) for _, m in jobs})
     title = f"robust accuracy · {', '.join(datasets)}"
+    if failed:
+        title += f"\n({len(failed)} failed job(s) not drawn: {', '.join(failed[:3])}{' …' if len(failed) > 3 else ''})"
     primary = "inf" if curves["inf"] else "2"
     for norm in ("inf", "2"):
         if not curves[norm]:

@@ -93,6 +93,17 @@ class SweepAccumulator:
         self.linf_max = torch.maximum(self.linf_max, result["linf"].amax(1))
         self.l2_max = torch.maximum(self.l2_max, result["l2"].amax(1))
 
+    def state_dict(self) -> dict[str, Tensor]:
+        """The running sums (float64 tensors), to save with a finished batch and restore on resume."""
+        return {**{f"sum/{k}": v for k, v in self.sums.items()}, "linf_max": self.linf_max, "l2_max": self.l2_max}
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        """Continue from :meth:`state_dict`'s sums (exactly: the next :meth:`add` sees the same running totals)."""
+        device = self.linf_max.device
+        self.sums = {k: state[f"sum/{k}"].to(device=device, dtype=torch.float64) for k in self._SUMS}
+        self.linf_max = state["linf_max"].to(device=device, dtype=torch.float64)
+        self.l2_max = state["l2_max"].to(device=device, dtype=torch.float64)
+
     def rows(self) -> list[dict[str, Any]]:
         """One dict per ε, in sweep order.
 

@@ -16,7 +16,9 @@ Outputs in the run folder:
   :func:`save_examples`; ``dataset=tensors`` reads them back exactly), ``tables/examples.csv`` (each saved image's
   prediction per ε) and ``examples/*.png`` (8-bit, for viewing only);
 - ``results.json`` whose metrics hold ``model``, ``attack``, ``norm`` and the ``eps_sweep`` rows, which
-  :class:`xai_bench.reports.callbacks.AccuracyVsEpsCallback` gathers into one plot after a multirun.
+  :class:`xai_bench.reports.callbacks.AccuracyVsEpsCallback` gathers into one plot after a multirun;
+- while running, ``shards/``: every finished batch (running sums, RNG state, kept examples; :mod:`xai_bench.resume`),
+  so ``resume=<run dir>`` continues a killed run to the numbers an uninterrupted one gives.
 """
 
 from __future__ import annotations
@@ -37,11 +39,12 @@ from tqdm.auto import tqdm
 from xai_bench import viz
 from xai_bench.checks import accept_matrix, safe_name
 from xai_bench.data import make_loader
+from xai_bench.resume import ShardStore, results_config, rng_state, set_rng_state
 from xai_bench.robustness.attacks import Attack, build_attack, parse_eps
 from xai_bench.robustness.sweeps import SweepAccumulator, eps_label
 from xai_bench.tasks.common import run_context
 from xai_bench.tasks.setup import build_data, build_model
-from xai_bench.utils import atomic_path
+from xai_bench.utils import atomic_path, save_safetensors
 
 __all__ = ["run", "save_examples"]
 
@@ -60,6 +63,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         ``objective`` (robust accuracy at the largest ε).
     """
     with run_context(cfg, "attack") as ctx:
+        # grid_eps only picks the ε drawn: a resumed run may change it
+        store = ShardStore.open(ctx.out_dir, task="attack", config=results_config(cfg, ignore=("grid_eps",)),
+                                device=str(ctx.device), resume=cfg.get("resume"))
         data = build_data(cfg)
         model = build_model(cfg, data).to(ctx.device).eval()
         attack, eps = build_attack(cfg.attack, model)
@@ -71,17 +77,24 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             ds = Subset(ds, range(min(int(cfg.max_images), len(ds))))  # type: ignore[arg-type]
         if len(ds) == 0:  # type: ignore[arg-type]
             raise ValueError(f"split {cfg.split!r} of dataset {data.name!r} is empty; pick another split")
-        loader = make_loader(ds, int(cfg.batch_size), num_workers=int(cfg.get("num_workers", 0)))
         class_names = list(getattr(model, "class_names", None) or data.class_names)
         save = bool(cfg.attack.get("save_examples", False))
         n_keep = _keep_count(cfg, save, len(ds))  # type: ignore[arg-type]
 
         counts = SweepAccumulator(eps, attack.norm, targeted=attack.targeted, device=ctx.device)
-        kept: dict[str, list[Any]] = {"images": [], "adv": [], "labels": [], "accept": [], "names": [],
-                                      "clean_prob": [], "adv_prob": []}
-        n_seen = 0
+        kept: dict[str, list[Any]] = {k: [] for k in _KEPT}
+        done, n_seen, rng = _restore(store, counts, kept)
+        if done:
+            ctx.metrics.update(resumed_from=str(store.resumed_from), resumed_batches=done)
+            ds = Subset(ds, range(n_seen, len(ds)))  # type: ignore[arg-type]
+        bs = int(cfg.batch_size)
+        batches = iter(make_loader(ds, bs, num_workers=int(cfg.get("num_workers", 0))))
+        if rng:  # after the loader drew its seed: the next batch sees the RNG the uninterrupted run's did
+            set_rng_state(rng, ctx.device)
         with ctx.timer("attack"):
-            for batch in tqdm(loader, desc=f"{cfg.attack.name} ε sweep", disable=not cfg.get("progress", True)):
+            for b, batch in enumerate(tqdm(batches, desc=f"{cfg.attack.name} ε sweep", initial=done,
+                                           total=done + (len(ds) + bs - 1) // bs,  # type: ignore[arg-type]
+                                           disable=not cfg.get("progress", True)), start=done):
                 x = batch["image"].to(ctx.device)
                 accept = accept_matrix(batch["label"], len(class_names), batch.get("accept"), device=ctx.device)
                 labels = _attack_labels(model, x, batch["label"].to(ctx.device), accept)
@@ -89,16 +102,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 _check_bounds(result, x, eps, attack.norm)
                 counts.add(result, accept)
                 take = min(len(x), n_keep - n_seen)
+                new: dict[str, Any] = {}
                 if take > 0:
-                    probs = result["logits"][:, :take].float().softmax(-1)
-                    kept["images"].append(x[:take].cpu())
-                    kept["adv"].append(result["images"][:, :take].cpu())
-                    kept["labels"].append(batch["label"][:take].cpu())
-                    kept["accept"].append(accept[:take].cpu())
+                    new = {"images": x[:take], "adv": result["images"][:, :take], "labels": batch["label"][:take],
+                           "accept": accept[:take], "clean_prob": result["clean_logits"][:take].float().softmax(-1),
+                           "adv_prob": result["logits"][:, :take].float().softmax(-1)}
+                    new = {k: v.cpu() for k, v in new.items()}
+                    for k, v in new.items():
+                        kept[k].append(v)
                     kept["names"] += _names(batch, n_seen, take)
-                    kept["clean_prob"].append(result["clean_logits"][:take].float().softmax(-1).cpu())
-                    kept["adv_prob"].append(probs.cpu())
                 n_seen += len(x)
+                state = {**counts.state_dict(), **rng_state(ctx.device), **{f"kept/{k}": v for k, v in new.items()}}
+                store.put(b, state, {"n_seen": str(n_seen),
+                                     "names": json.dumps(kept["names"][-take:] if take > 0 else [])})
                 del result
 
         rows = counts.rows()
@@ -144,7 +160,33 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 ctx.files.append(str(path.relative_to(ctx.out_dir)))
                 ctx.table("examples", _example_rows(ex, eps, attack.norm, class_names))
                 ctx.files += _write_pngs(ctx.out_dir / "examples", ex, grid_i, eps, attack.norm, ctx.out_dir)
+        store.close()
         return dict(ctx.metrics)
+
+
+_KEPT = ("images", "adv", "labels", "accept", "names", "clean_prob", "adv_prob")
+
+
+def _restore(store: ShardStore, counts: SweepAccumulator, kept: dict[str, list[Any]]
+             ) -> tuple[int, int, dict[str, Tensor]]:
+    """Carry a resumed run's finished batches: the running sums and RNG of the last one, every batch's kept images.
+
+    Returns:
+        (batches done, images seen, the RNG state to continue from; empty when nothing was resumed).
+    """
+    done, n_seen, last = 0, 0, {}
+    while done in store:
+        last, meta = store.get(done)
+        for k in _KEPT:
+            if k == "names":
+                kept[k] += json.loads(meta.get("names", "[]"))
+            elif f"kept/{k}" in last:
+                kept[k].append(last[f"kept/{k}"])
+        n_seen = int(meta["n_seen"])
+        done += 1
+    if done:
+        counts.load_state_dict(last)
+    return done, n_seen, {k: v for k, v in last.items() if k.startswith("rng/")}
 
 
 @torch.no_grad()
@@ -271,8 +313,6 @@ def save_examples(path: str | Path, images: Tensor, adv: Tensor, eps: Sequence[f
     Returns:
         ``path`` as a ``Path``.
     """
-    from safetensors.torch import save_file
-
     if adv.ndim != 5 or adv.shape[0] != len(eps) or adv.shape[1:] != images.shape:
         raise ValueError(f"adv must be E×N×C×H×W = ({len(eps)}, {', '.join(map(str, images.shape))}), "
                          f"got {tuple(adv.shape)}")
@@ -286,10 +326,7 @@ def save_examples(path: str | Path, images: Tensor, adv: Tensor, eps: Sequence[f
     meta = {"eps": json.dumps(list(eps)), "adv_keys": json.dumps(keys), "norm": norm,
             "names": json.dumps(list(names) if names is not None else [str(i) for i in range(len(images))]),
             **(metadata or {})}
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
-    return path
+    return save_safetensors(tensors, path, meta)
 
 
 def _example_rows(ex: dict[str, Any], eps: list[float], norm: str, class_names: list[str]) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ from xai_bench.config import check_values, validate
 from xai_bench.errors import Terminated
 from xai_bench.results import RunResults, write_results
 from xai_bench.tracking import Tracker
-from xai_bench.utils import atomic_path, build, resolve_device, seed_everything
+from xai_bench.utils import atomic_path, build, remove_stale_temps, resolve_device, seed_everything
 
 
 log = logging.getLogger(__name__)
@@ -178,6 +178,7 @@ def _run_context(cfg: DictConfig, task: str) -> Iterator[RunContext]:
     seed_everything(int(cfg.seed))
     out = output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)  # what a kill mid-write left in a reused folder
     tracker = build(cfg.logger) if cfg.get("logger") else Tracker()
     tracker = tracker or Tracker()
     resolved = OmegaConf.to_container(cfg, resolve=True)

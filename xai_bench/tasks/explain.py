@@ -6,6 +6,9 @@ The methods come from ``conf/attribution/*.yaml``, a multi-select config group: 
 the run writes a grid figure, a per-map table, ``maps.safetensors`` and ``results.json``. How a method's maps are
 drawn (signed or not, as an overlay) and whether it may run under bf16 autocast are the method's own facts
 (:mod:`xai_bench.attribution.base`).
+Images are explained ``batch_size`` at a time and every finished batch of maps is committed to ``shards/``
+(:mod:`xai_bench.resume`); ``resume=<run dir>`` explains only what a killed run had not, and ``maps.safetensors`` is
+written before the figures and metrics.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,14 +32,17 @@ from xai_bench.attribution.diagnostics import target_output, warn_constant_maps
 from xai_bench.attribution.runner import CONFIG_KEYS, Explainer, build_attribution, expand_targets
 from xai_bench.checks import safe_name
 from xai_bench.data import make_loader
+from xai_bench.resume import ShardStore, results_config
 from xai_bench.tasks.common import RunContext, run_context
 from xai_bench.tasks.setup import build_data, build_model
-from xai_bench.utils import atomic_path, build, seed_everything
+from xai_bench.utils import build, save_safetensors, seed_everything
 
 log = logging.getLogger(__name__)
 
 FIGURE_KINDS = ("overlay", "heatmap", "isolines", "signed", "all")
 _RESERVED_KEYS = ("images", "targets", "image_index")
+# Settings a resumed run may change: they act after the maps are made.
+_NOT_IN_MAPS = ("figure", "metric", "metric_suite", "save_maps")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -54,6 +61,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             raise ValueError(f"figure.kind must be one of {FIGURE_KINDS}, got {kind!r}")
         if fig_cfg.get("scale", "per_map") not in viz.SCALES:
             raise ValueError(f"figure.scale must be one of {viz.SCALES}, got {fig_cfg.get('scale')!r}")
+        store = ShardStore.open(ctx.out_dir, task="explain", config=results_config(cfg, ignore=_NOT_IN_MAPS),
+                                device=str(ctx.device), resume=cfg.get("resume"))
         data = build_data(cfg)
         model = build_model(cfg, data).to(ctx.device).eval()
         ctx.name(model.name, data.name)
@@ -72,7 +81,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         image_index = torch.arange(n).repeat_interleave(t)
 
         maps, signed, styles, explainers = _attribute_all(ctx, model, methods, images, targets, names, image_index,
-                                                          fig_cfg)
+                                                          fig_cfg, store)
+        if store.resumed_from is not None:
+            ctx.metrics["resumed_from"] = str(store.resumed_from)
+        x_cpu = x.detach().float().cpu()
+        if cfg.get("save_maps", True):  # the maps first: figures and metrics take long, and may be killed
+            _save_maps(ctx, maps, x_cpu, flat_t.cpu(), image_index, names, class_names)
         if cfg.get("metric"):
             _score_maps(ctx, model, x, flat_t, maps, None if masks is None else masks[image_index], explainers,
                         methods)
@@ -81,7 +95,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         pred = probs.argmax(1)
         row_titles = [_row_title(class_names, int(pred[image_index[r]]), float(probs[image_index[r]].max()),
                                  int(flat_t[r]), float(probs[image_index[r], flat_t[r]])) for r in range(n * t)]
-        x_cpu = x.detach().float().cpu()
         outputs = {name: target_output(e) for name, e in explainers.items()}
         fig_cfg = {**fig_cfg, "title": _figure_title(model, outputs)}
         grid_paths = _draw_grids(ctx, x_cpu, maps, signed, styles, row_titles, fig_cfg, kind)
@@ -92,8 +105,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                                   fig_cfg, kind) if fig_cfg.get("per_map") else {}
         ctx.table("maps", _table_rows(maps, names, image_index, flat_t, class_names, probs, map_paths,
                                       grid_paths[0], outputs))
-        if cfg.get("save_maps", True):
-            _save_maps(ctx, maps, x_cpu, flat_t, image_index, names, class_names)
+        store.close()
         ctx.metrics.update({"n_images": n, "n_maps": n * t * len(maps), "methods": list(maps)})
         log.info("explained %d image(s) × %d target(s) with %d method(s): %s  → %s", n, t, len(maps),
                  ", ".join(f"{k} {ctx.timings[f'attr/{k}']:.1f}s" for k in maps), grid_paths[0])
@@ -199,52 +211,96 @@ def _load_and_predict(model: nn.Module, ds: Any, cfg: DictConfig, device: torch.
 
 
 def _attribute_all(ctx: RunContext, model: nn.Module, methods: dict[str, DictConfig], images: Tensor,
-                   targets: Tensor, names: list[str], image_index: Tensor, fig_cfg: Any
+                   targets: Tensor, names: list[str], image_index: Tensor, fig_cfg: Any, store: ShardStore
                    ) -> tuple[dict[str, Tensor], dict[str, bool], dict[str, str], dict[str, Explainer]]:
     """Run every method on all (image, target) pairs: name → (N·T)×C×H×W maps on the CPU, name → signed, and
-    name → the figure style the method reads best in (its ``figure`` fact, where it has one)."""
+    name → the figure style the method reads best in (its ``figure`` fact, where it has one).
+
+    Images go ``batch_size`` at a time; each finished batch is committed to ``store`` (batches it already holds,
+    from a resumed run, are read back instead). A method is seeded per batch from ``(seed, batch)``, so its maps do
+    not depend on which methods ran before it, nor on where an earlier run was killed."""
     cfg = ctx.cfg
-    maps: dict[str, Tensor] = {}
-    signed: dict[str, bool] = {}
-    styles: dict[str, str] = {}
+    n, t = targets.shape
+    step = int(cfg.get("batch_size") or 16)
+    skipped: list[dict[str, str]] = list(store.state.get("skipped", []))
+    seconds: dict[str, float] = dict(store.state.get("seconds", {}))
     explainers: dict[str, Explainer] = {}
-    skipped: list[dict[str, str]] = []
-    for key, node in tqdm(methods.items(), desc="methods", disable=not cfg.get("progress", True)):
+    seen: set[str] = set()
+    for key, node in methods.items():
         name = str(node.get("name") or key)
-        if name in maps or name in _RESERVED_KEYS:
+        if name in seen or name in _RESERVED_KEYS:
             raise ValueError(f"two methods (or a reserved key) share the name {name!r}; give attribution.{key}.name "
                              f"a distinct value")
-        seed_everything(int(cfg.seed))  # each method's randomness is independent of which ran before it
-        try:
-            with ctx.timer(f"attr/{name}"):
-                explainer = build_attribution(node, model)
-                with _autocast(cfg, ctx.device, explainer):
-                    out = explainer.attribute(images, targets)
-        except (ValueError, NotImplementedError) as err:
-            if not cfg.get("skip_unsupported", False):
-                raise
-            ctx.timings.pop(f"attr/{name}", None)
-            skipped.append({"method": name, "error": f"{type(err).__name__}: {err}"})
-            log.warning("skipping %s: %s", name, err)
+        seen.add(name)
+        if any(s["method"] == name for s in skipped):
             continue
-        out = out.flatten(0, 1).float().cpu()  # N×T×C×H×W → (N·T)×C×H×W
-        bad = (~torch.isfinite(out)).flatten(1).any(1).nonzero().flatten().tolist()
-        if bad:
-            raise FloatingPointError(f"{name} produced NaN/inf maps for rows {bad} (images "
-                                     f"{[names[image_index[r]] for r in bad]}); check its kwargs and the model")
-        warn_constant_maps(explainer, out, [names[int(image_index[r])] for r in range(out.shape[0])])
-        maps[name] = out
-        explainers[name] = explainer
-        signed[name] = _signed(fig_cfg.get("signed"), name, explainer.facts.signed)
-        if explainer.facts.figure:
-            styles[name] = explainer.facts.figure
-        ctx.metrics[f"seconds/{name}"] = ctx.timings[f"attr/{name}"]
+        try:
+            explainers[name] = build_attribution(node, model)
+        except (ValueError, NotImplementedError) as err:
+            _skip(cfg, skipped, name, err)
+        ctx.timings[f"attr/{name}"] = 0.0
+    parts: dict[str, list[Tensor]] = {name: [] for name in explainers}
+    for b, start in enumerate(tqdm(range(0, n, step), desc="batches", disable=not cfg.get("progress", True))):
+        stop = min(start + step, n)
+        flat = targets[start:stop].flatten().cpu()
+        if b in store:
+            shard, _ = store.get(b)
+            if not torch.equal(shard["targets"], flat) or any(m not in shard for m in explainers):
+                raise ValueError(f"resume: batch {b} of {store.resumed_from} explained other targets or methods "
+                                 f"than this run would (the images, the model or its weights changed); start a "
+                                 f"fresh run")
+            for m in explainers:
+                parts[m].append(shard[m])
+            continue
+        out: dict[str, Tensor] = {}
+        for name, explainer in list(explainers.items()):
+            seed_everything(_batch_seed(int(cfg.seed), b))
+            t0 = time.perf_counter()
+            try:
+                with _autocast(cfg, ctx.device, explainer):
+                    m = explainer.attribute(images[start:stop], targets[start:stop])
+            except (ValueError, NotImplementedError) as err:
+                _skip(cfg, skipped, name, err)
+                del explainers[name], parts[name]
+                continue
+            elapsed = time.perf_counter() - t0
+            ctx.timings[f"attr/{name}"] = round(ctx.timings[f"attr/{name}"] + elapsed, 3)
+            seconds[name] = seconds.get(name, 0.0) + elapsed
+            m = m.flatten(0, 1).float().cpu()  # n×T×C×H×W → (n·T)×C×H×W
+            bad = [start * t + r for r in (~torch.isfinite(m)).flatten(1).any(1).nonzero().flatten().tolist()]
+            if bad:
+                raise FloatingPointError(f"{name} produced NaN/inf maps for rows {bad} (images "
+                                         f"{[names[image_index[r]] for r in bad]}); check its kwargs and the model")
+            out[name] = m
+            parts[name].append(m)
+        store.put(b, {**out, "targets": flat}, state={"skipped": skipped, "seconds": seconds})
+    maps = {name: torch.cat(parts[name]) for name in explainers}
+    for name, m in maps.items():
+        warn_constant_maps(explainers[name], m, [names[int(image_index[r])] for r in range(m.shape[0])])
+    signed = {name: _signed(fig_cfg.get("signed"), name, e.facts.signed) for name, e in explainers.items()}
+    styles = {name: e.facts.figure for name, e in explainers.items() if e.facts.figure}
+    for name in explainers:
+        ctx.metrics[f"seconds/{name}"] = round(seconds.get(name, 0.0), 3)
+    for name in {s["method"] for s in skipped}:
+        ctx.timings.pop(f"attr/{name}", None)
     if skipped:
         ctx.metrics["skipped"] = skipped
     if not maps:
         raise ValueError(f"no method could explain model {getattr(model, 'name', type(model).__name__)!r}: "
                          f"{[s['method'] for s in skipped]} were skipped (see metrics.skipped)")
     return maps, signed, styles, explainers
+
+
+def _skip(cfg: DictConfig, skipped: list[dict[str, str]], name: str, err: Exception) -> None:
+    if not cfg.get("skip_unsupported", False):
+        raise err
+    skipped.append({"method": name, "error": f"{type(err).__name__}: {err}"})
+    log.warning("skipping %s: %s", name, err)
+
+
+def _batch_seed(seed: int, batch: int) -> int:
+    """Batch 0 keeps the run's seed (a run of one batch is seeded as before batching); later batches get their own."""
+    return seed if batch == 0 else (seed * 1_000_003 + batch) % 2**63
 
 
 def _score_maps(ctx: RunContext, model: nn.Module, x: Tensor, targets: Tensor, maps: dict[str, Tensor],
@@ -382,16 +438,13 @@ def _save_maps(ctx: RunContext, maps: dict[str, Tensor], x: Tensor, targets: Ten
     """Write ``maps.safetensors``: ``<method>`` → M×C×H×W raw maps (M = images × targets; C = 1 after channel
     reduction), ``images`` M×C×H×W (the exact tensors explained), ``targets`` M, ``image_index`` M (row → image),
     and JSON metadata ``names``, ``target_names``, ``methods``."""
-    from safetensors.torch import save_file
-
     tensors = {name: m.contiguous() for name, m in maps.items()}
     tensors.update({"images": x.contiguous(), "targets": targets.cpu().contiguous(),
                     "image_index": image_index.contiguous()})
     meta = {"names": json.dumps(names), "target_names": json.dumps([class_names[int(c)] for c in targets]),
             "methods": json.dumps(list(maps))}
     path = ctx.out_dir / "maps.safetensors"
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    save_safetensors(tensors, path, meta)
     ctx.files.append(path.name)
 
 
