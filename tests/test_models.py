@@ -114,7 +114,8 @@ _TORCHVISION_FAMILY_ARCHS = {
     "resnet": "resnet18", "resnext": "resnext50_32x4d", "wide_resnet": "wide_resnet50_2", "regnet": "regnet_y_400mf",
     "vgg": "vgg11", "alexnet": "alexnet", "densenet": "densenet121", "mobilenet": "mobilenet_v3_small",
     "efficientnet": "efficientnet_b0", "convnext": "convnext_tiny", "inception": "inception_v3",
-    "googlenet": "googlenet", "squeezenet": "squeezenet1_0", "shufflenet": "shufflenet_v2_x0_5", "mnasnet": "mnasnet0_5",
+    "googlenet": "googlenet", "squeezenet": "squeezenet1_0", "shufflenet": "shufflenet_v2_x0_5",
+    "mnasnet": "mnasnet0_5",
 }
 _ZOO_CASES = [
     ("small_cnn", dict(num_classes=4, input_size=32)),

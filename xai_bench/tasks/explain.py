@@ -11,6 +11,7 @@ drawn (signed or not, as an overlay) and whether it may run under bf16 autocast 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 from collections.abc import Mapping
@@ -20,13 +21,13 @@ import torch
 from omegaconf import DictConfig, ListConfig
 from torch import Tensor, nn
 from torch.utils.data import Subset
-from tqdm.auto import tqdm
 
 from xai_bench import viz
 from xai_bench.attribution.base import method_facts
 from xai_bench.attribution.runner import CONFIG_KEYS, Explainer, build_attribution, expand_targets
 from xai_bench.checks import safe_name
 from xai_bench.data import make_loader
+from xai_bench.progress import ProgressBar, progress_reporting
 from xai_bench.tasks.common import RunContext, run_context
 from xai_bench.tasks.setup import build_data, build_model
 from xai_bench.utils import atomic_path, build, seed_everything
@@ -200,7 +201,25 @@ def _attribute_all(ctx: RunContext, model: nn.Module, methods: dict[str, DictCon
     styles: dict[str, str] = {}
     explainers: dict[str, Explainer] = {}
     skipped: list[dict[str, str]] = []
-    for key, node in tqdm(methods.items(), desc="methods", disable=not cfg.get("progress", True)):
+    show = bool(cfg.get("progress", True))
+    with progress_reporting(enabled=show):
+        _run_methods(ctx, model, methods, images, targets, names, image_index, fig_cfg, show,
+                     maps, signed, styles, explainers, skipped)
+    if skipped:
+        ctx.metrics["skipped"] = skipped
+    if not maps:
+        raise ValueError(f"no method could explain model {getattr(model, 'name', type(model).__name__)!r}: "
+                         f"{[s['method'] for s in skipped]} were skipped (see metrics.skipped)")
+    return maps, signed, styles, explainers
+
+
+def _run_methods(ctx: RunContext, model: nn.Module, methods: dict[str, DictConfig], images: Tensor, targets: Tensor,
+                 names: list[str], image_index: Tensor, fig_cfg: Any, show: bool, maps: dict[str, Tensor],
+                 signed: dict[str, bool], styles: dict[str, str], explainers: dict[str, Explainer],
+                 skipped: list[dict[str, str]]) -> None:
+    """The loop of :func:`_attribute_all`; long methods nest their per-batch progress under the ``methods`` bar."""
+    cfg = ctx.cfg
+    for key, node in ProgressBar(methods.items(), desc="methods", unit="method"):
         name = str(node.get("name") or key)
         if name in maps or name in _RESERVED_KEYS:
             raise ValueError(f"two methods (or a reserved key) share the name {name!r}; give attribution.{key}.name "
@@ -209,7 +228,7 @@ def _attribute_all(ctx: RunContext, model: nn.Module, methods: dict[str, DictCon
         try:
             with ctx.timer(f"attr/{name}"):
                 explainer = build_attribution(node, model)
-                with _autocast(cfg, ctx.device, explainer):
+                with _autocast(cfg, ctx.device, explainer), _captum_progress(explainer, show):
                     out = explainer.attribute(images, targets)
         except (ValueError, NotImplementedError) as err:
             if not cfg.get("skip_unsupported", False):
@@ -229,12 +248,23 @@ def _attribute_all(ctx: RunContext, model: nn.Module, methods: dict[str, DictCon
         if explainer.facts.figure:
             styles[name] = explainer.facts.figure
         ctx.metrics[f"seconds/{name}"] = ctx.timings[f"attr/{name}"]
-    if skipped:
-        ctx.metrics["skipped"] = skipped
-    if not maps:
-        raise ValueError(f"no method could explain model {getattr(model, 'name', type(model).__name__)!r}: "
-                         f"{[s['method'] for s in skipped]} were skipped (see metrics.skipped)")
-    return maps, signed, styles, explainers
+
+
+@contextlib.contextmanager
+def _captum_progress(explainer: Explainer, show: bool) -> Any:
+    """Captum's perturbation methods (Occlusion, FeatureAblation, Lime, KernelShap) report per batch only when
+    called with ``show_progress=True``: ask for it during the explain pass only (metrics re-explain hundreds of
+    times with the same explainer). Our methods (RISE, Score-CAM) follow :func:`progress_reporting` themselves."""
+    params = inspect.signature(explainer.method_cls.attribute).parameters
+    add = show and "show_progress" in params and "show_progress" not in explainer.kwargs \
+        and params["show_progress"].default is False
+    if add:
+        explainer.kwargs["show_progress"] = True
+    try:
+        yield
+    finally:
+        if add:
+            explainer.kwargs.pop("show_progress", None)
 
 
 def _score_maps(ctx: RunContext, model: nn.Module, x: Tensor, targets: Tensor, maps: dict[str, Tensor],
