@@ -71,3 +71,26 @@ def test_no_private_third_party_import_outside_compat():
     offenders += [f"conf/{p.relative_to(conf)}:{i}" for p in conf.rglob("*.yaml")
                   for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert not offenders, f"private third-party APIs outside xai_bench/_compat.py: {offenders}"
+
+
+def test_captum_progress_internals_we_swap_are_where_we_expect():
+    """``captum_progress_factory`` swaps ``captum._utils.progress.tqdm`` and Occlusion's bar sizing: fail loudly if
+    Captum moves either."""
+    import captum._utils.progress as captum_progress
+    from captum.attr import FeatureAblation, Occlusion
+
+    assert hasattr(captum_progress, "tqdm") and callable(captum_progress.progress)
+    assert hasattr(FeatureAblation, "_attribute_progress_setup")
+    seen = []
+    with _compat.captum_progress_factory(lambda *a, **k: seen.append(k) or _NullBar()):
+        Occlusion(lambda x: x.flatten(1).sum(1, keepdim=True)).attribute(
+            torch.rand(1, 1, 4, 4), sliding_window_shapes=(1, 2, 2), strides=(1, 2, 2), target=0, show_progress=True)
+    assert seen and seen[0]["total"] == 4 + 1  # windows + the unperturbed forward (Captum alone counts 16 + 1)
+
+
+class _NullBar:
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass

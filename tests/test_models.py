@@ -106,3 +106,82 @@ def test_checkpoint_is_never_unpickled(tmp_path, tiny_classifier):
     (tmp_path / "ckpt" / "model.safetensors").write_bytes(pickle.dumps(Evil()))
     with pytest.raises(ValueError):
         load_checkpoint(tmp_path / "ckpt")
+
+
+# One small architecture per torchvision family of the default-layer table (convnext: a residual stream with no
+# activation before pooling, so "post-activation" does not apply; it is checked for shape only).
+_TORCHVISION_FAMILY_ARCHS = {
+    "resnet": "resnet18", "resnext": "resnext50_32x4d", "wide_resnet": "wide_resnet50_2", "regnet": "regnet_y_400mf",
+    "vgg": "vgg11", "alexnet": "alexnet", "densenet": "densenet121", "mobilenet": "mobilenet_v3_small",
+    "efficientnet": "efficientnet_b0", "convnext": "convnext_tiny", "inception": "inception_v3",
+    "googlenet": "googlenet", "squeezenet": "squeezenet1_0", "shufflenet": "shufflenet_v2_x0_5",
+    "mnasnet": "mnasnet0_5",
+}
+_ZOO_CASES = [
+    ("small_cnn", dict(num_classes=4, input_size=32)),
+    ("darknet53", dict(num_classes=4, input_size=64)),
+    *[(name, dict(pretrained=False, num_classes=4, input_size=64)) for name in
+      ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")],
+    *[(f"timm/{a}", dict(num_classes=4, input_size=64)) for a in
+      ("resnet18", "efficientnet_b0", "mobilenetv3_small_100", "mnasnet_100", "convnext_atto")],
+    *[(f"torchvision/{a}", dict(num_classes=4, input_size={"inception_v3": 160, "alexnet": 128}.get(a, 64)))
+      for a in (*_TORCHVISION_FAMILY_ARCHS.values(), "mobilenet_v2")],
+]
+
+
+def test_every_torchvision_family_with_a_default_layer_is_checked():
+    from xai_bench.models.zoo import _TORCHVISION_DEFAULT_LAYERS
+
+    assert set(_TORCHVISION_FAMILY_ARCHS) == set(_TORCHVISION_DEFAULT_LAYERS)
+
+
+@pytest.mark.parametrize("name,kwargs", _ZOO_CASES, ids=[c[0] for c in _ZOO_CASES])
+def test_default_layer_is_the_last_spatial_map_after_its_activation(name, kwargs):
+    """Grad-CAM, Grad-CAM++, Score-CAM and Eigen-CAM share the default layer: it must output the activated map the
+    classifier pools (EfficientNet-Lite's default was `_conv_head`, before BN and ReLU6: Eigen-CAM lit the border).
+
+    BatchNorm is an identity at initialisation, which would hide a pre-activation layer, so BN biases and running
+    means are randomised first: a map taken before the activation then has about as much negative as positive mass.
+    """
+    torch.manual_seed(0)
+    m = create_model(name, **kwargs).eval()
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+            mod.bias.data.normal_()
+            mod.running_mean.data.normal_()
+    layer = m.get_layer()
+    seen = {}
+    handle = layer.register_forward_hook(lambda mod, args, out: seen.setdefault("out", out))
+    try:
+        with torch.no_grad():
+            m(torch.rand(2, *m.input_size))
+    finally:
+        handle.remove()
+    out = seen["out"]
+    assert out.dim() == 4 and out.shape[0] == 2 and min(out.shape[-2:]) >= 2, (m.default_layer, tuple(out.shape))
+    if "convnext" in name:
+        return
+    acts = {type(mod) for mod in m.modules() if type(mod).__module__.startswith("torch.nn.modules.activation")}
+    if acts <= {torch.nn.ReLU, torch.nn.ReLU6}:
+        assert out.min() >= 0, (m.default_layer, float(out.min()))
+    elif torch.nn.LeakyReLU in acts:  # DarkNet: negatives are 0.1× and residual sums of them
+        negative, positive = (-out.clamp(max=0)).sum(), out.clamp(min=0).sum()
+        assert negative <= 0.1 * positive, (m.default_layer, float(negative / positive))
+    else:  # SiLU ≥ -0.279, Hardswish ≥ -0.375, GELU ≥ -0.17; a map before them reaches about -3
+        assert out.min() >= -0.376, (m.default_layer, float(out.min()))
+
+
+def test_efficientnet_lite_default_layer_is_the_activated_head_and_keeps_the_state_dict():
+    from efficientnet_lite_pytorch import EfficientNet
+
+    m = create_model("efficientnet_lite0", pretrained=False).eval()
+    assert m.default_layer == "net._avg_pooling.head_act"
+    assert m.net.state_dict().keys() == EfficientNet.from_name("efficientnet-lite0").state_dict().keys()
+    x = torch.rand(1, 3, 224, 224)
+    seen = {}
+    handle = m.get_layer().register_forward_hook(lambda mod, args, out: seen.setdefault("out", out))
+    with torch.no_grad():
+        m(x)
+        expected = m.net.extract_features((x - m.mean) / m.std)
+    handle.remove()
+    torch.testing.assert_close(seen["out"], expected)

@@ -15,24 +15,27 @@ Import it before torchvision or timm: ``import xai_bench`` does so.
 
 2. Captum internals (imported lazily, so ``import xai_bench`` stays cheap): the DeepLift non-linearity table, the
 backward-hook helper and the undecorated ``attribute`` of a class (to run it without Captum's usage logger), and
-LIME's surrogate model and similarity kernel (Captum exports them only from private modules).
+LIME's surrogate model and similarity kernel (Captum exports them only from private modules), and the tqdm class
+behind Captum's ``show_progress`` bars (swapped for ours inside ``xai_bench.progress.progress_reporting``).
 
 3. torchvision's ImageNet category names (a private module, but the only offline copy).
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import importlib.util
 import os
 
 import torch
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["TORCHVISION_EXTENSION_LOADED", "captum_register_backward_hook", "deeplift_nonlinearities",
-           "imagenet_categories", "lime_exp_kernel", "lime_lasso", "nms_reference", "undecorated_attribute"]
+__all__ = ["TORCHVISION_EXTENSION_LOADED", "captum_progress_factory", "captum_register_backward_hook",
+           "deeplift_nonlinearities", "imagenet_categories", "lime_exp_kernel", "lime_lasso", "nms_reference",
+           "undecorated_attribute"]
 
 _LIB: torch.library.Library | None = None
 
@@ -132,6 +135,40 @@ def lime_exp_kernel(distance_mode: str = "cosine", kernel_width: float = 1.0) ->
     from captum.attr._core.lime import get_exp_kernel_similarity_function
 
     return get_exp_kernel_similarity_function(distance_mode=distance_mode, kernel_width=kernel_width)
+
+
+@contextlib.contextmanager
+def captum_progress_factory(factory: Callable[..., Any]) -> Iterator[None]:
+    """Route the bars Captum draws with ``show_progress=True`` through ``factory`` (a tqdm-like class) in a block.
+
+    Captum's perturbation methods call ``captum._utils.progress.progress(...)``, which builds
+    ``tqdm.auto.tqdm(iterable, desc=, total=, file=, mininterval=, ...)`` from that module's global ``tqdm``; we
+    swap that global for the block, so the bars nest under ours and write log lines instead of carriage-return
+    refreshes where the output is not a terminal.
+    """
+    from captum._utils import progress as captum_progress
+    from captum.attr import Occlusion
+
+    old = captum_progress.tqdm
+    captum_progress.tqdm = factory
+    # Captum 0.9 sizes Occlusion's bar by the input's element count (150,529 at 224²) instead of its windows, so
+    # the bar would never pass 1 % and the ETA would be wild; count the windows for the block
+    Occlusion._attribute_progress_setup = _occlusion_progress_setup
+    try:
+        yield
+    finally:
+        captum_progress.tqdm = old
+        del Occlusion._attribute_progress_setup
+
+
+def _occlusion_progress_setup(self: Any, formatted_inputs: Any, feature_mask: Any, perturbations_per_eval: int,
+                              **kwargs: Any) -> Any:
+    import math
+
+    from captum._utils.progress import progress
+
+    windows = sum(math.prod(int(c) for c in counts) for counts in kwargs["shift_counts"])
+    return progress(desc=f"{self.get_name()} attribution", total=math.ceil(windows / perturbations_per_eval) + 1)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+
+from xai_bench.progress import ProgressBar
 
 __all__ = ["AdaptiveBatcher", "default_batch_size", "is_out_of_memory", "run_batched"]
 
@@ -60,8 +61,8 @@ class AdaptiveBatcher:
         self.min_batch_size = int(min_batch_size)
         self.device = torch.device(device) if device is not None else None
 
-    def __call__(self, fn: BatchFn, inputs_or_n: Tensor | int, *, show_progress: bool = False,
-                 desc: str | None = None) -> Tensor | None:
+    def __call__(self, fn: BatchFn, inputs_or_n: Tensor | int, *, show_progress: bool | None = None,
+                 desc: str | None = None, progress: ProgressBar | None = None) -> Tensor | None:
         """Apply ``fn`` chunk by chunk and concatenate its outputs along dim 0.
 
         Args:
@@ -70,8 +71,12 @@ class AdaptiveBatcher:
                 same chunk would repeat (accumulate outside only after it returns), and it should return a tensor
                 whose dim 0 matches the chunk, or ``None`` for every chunk.
             inputs_or_n: tensor split along dim 0, or the number of items.
-            show_progress: show a tqdm bar over items.
+            show_progress: show a bar over items (``None``: as the enclosing
+                :func:`xai_bench.progress.progress_reporting` block says, for a loop with a ``desc``; a terminal
+                bar, or log lines in logs).
             desc: the progress bar's label.
+            progress: an open bar to advance instead (a method that calls the batcher several times keeps one bar
+                over all calls); ``show_progress`` and ``desc`` are then ignored.
 
         Returns:
             The chunk outputs concatenated along dim 0, or ``None`` if ``fn`` returned ``None``.
@@ -82,7 +87,10 @@ class AdaptiveBatcher:
             raise ValueError(f"inputs_or_n must be a tensor or a non-negative count, got {inputs_or_n}")
         outputs: list[Tensor] = []
         start = 0
-        with tqdm(total=n, desc=desc, disable=not show_progress, leave=False) as bar:
+        # an unlabelled loop (an image batch inside a task) reports only when asked to
+        own = progress is None and (desc is not None or bool(show_progress))
+        bar = ProgressBar(total=n, desc=desc, show=show_progress, unit="img") if own else progress
+        try:
             while start < n:
                 stop = min(n, start + self.batch_size)
                 try:
@@ -105,8 +113,12 @@ class AdaptiveBatcher:
                     continue
                 if out is not None:
                     outputs.append(out)
-                bar.update(stop - start)
+                if bar is not None:
+                    bar.update(stop - start)
                 start = stop
+        finally:
+            if own and bar is not None:
+                bar.close()
         if not outputs:
             return None
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=0)
@@ -125,7 +137,7 @@ class AdaptiveBatcher:
 
 
 def run_batched(fn: BatchFn, inputs_or_n: Tensor | int, batch_size: int, *, device: str | torch.device | None = None,
-                show_progress: bool = False, desc: str | None = None) -> Tensor | None:
+                show_progress: bool | None = None, desc: str | None = None) -> Tensor | None:
     """Run ``fn`` over chunks of ``inputs_or_n`` (halving ``batch_size`` on OOM) and concatenate the outputs.
 
     One-shot form of :class:`AdaptiveBatcher` (see there for the contract of ``fn``).

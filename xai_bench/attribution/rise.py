@@ -8,10 +8,10 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from xai_bench.batching import AdaptiveBatcher, default_batch_size
 from xai_bench.checks import check_images, target_indices
+from xai_bench.progress import ProgressBar
 
 __all__ = ["RISE", "generate_rise_masks"]
 
@@ -83,7 +83,7 @@ class RISE:
         p: float = 0.5,
         batch_size: int | None = None,
         seed: int | None = None,
-        show_progress: bool = False,
+        show_progress: bool | None = None,
         use_softmax: bool = True,
     ) -> Tensor:
         r"""
@@ -98,7 +98,8 @@ class RISE:
                 halved automatically on out-of-memory errors. Default: None
             seed: seed of a private RNG on the input's device, for reproducible masks (the same for any
                 ``batch_size`` on a given device and input size); ``None`` uses the global RNG. Default: None
-            show_progress: show a progress bar over masks. Default: False
+            show_progress: report progress per batch of masked images with an ETA (``None``: when the caller is
+                inside :func:`xai_bench.progress.progress_reporting`, as the tasks are). Default: None
             use_softmax: score each masked image by the softmax probability of ``target`` (as in the paper); set False
                 when the model already outputs probabilities or to weight masks by raw logits. Default: True
 
@@ -134,7 +135,7 @@ class RISE:
             max_masks = max(1, _MAX_MASK_VALUES // (h * w))
             block = min(_MASK_BLOCK, max_masks)
             per_chunk = max(1, min(math.ceil(4 * batch_size / n), max_masks) // block)
-            with tqdm(total=n_masks, desc="RISE", disable=not show_progress, leave=False) as bar:
+            with ProgressBar(total=n_masks * n, desc="RISE", show=show_progress, unit="img") as bar:
                 for start in range(0, n_masks, per_chunk * block):
                     blocks = range(start, min(n_masks, start + per_chunk * block), block)
                     masks = torch.cat([
@@ -143,9 +144,8 @@ class RISE:
                         for b in blocks
                     ])
                     m = masks.shape[0]
-                    scores = batcher(self._scorer(inputs, masks, targets, use_softmax), m * n).view(m, n)
+                    scores = batcher(self._scorer(inputs, masks, targets, use_softmax), m * n, progress=bar).view(m, n)
                     saliency += torch.einsum("mn,mhw->nhw", scores.float(), masks)
-                    bar.update(m)
         return (saliency / (n_masks * p)).unsqueeze(1).to(inputs.dtype)
 
     def _scorer(self, inputs: Tensor, masks: Tensor, targets: Tensor, use_softmax: bool) -> Callable[[slice], Tensor]:

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 
 from xai_bench.models.base import IMAGENET_MEAN, IMAGENET_STD, ImageClassifier
 from xai_bench.models.checkpoint import load_checkpoint, save_checkpoint
-from xai_bench.models.zoo import (META_OPTIONS, MODELS, SmallCNN, imagenet_class_names, timm_model,
+from xai_bench.models.zoo import (META_OPTIONS, MODELS, FeatureTap, SmallCNN, imagenet_class_names, timm_model,
                                   torchvision_model)
 
 __all__ = ["ImageClassifier", "create_model", "list_models", "load_checkpoint", "model_options", "save_checkpoint",
-           "MODELS", "SmallCNN", "IMAGENET_MEAN", "IMAGENET_STD", "imagenet_class_names"]
+           "MODELS", "FeatureTap", "SmallCNN", "IMAGENET_MEAN", "IMAGENET_STD", "imagenet_class_names"]
 
 _FAMILIES = {"timm": timm_model, "torchvision": torchvision_model}
 

@@ -17,7 +17,10 @@ from xai_bench.registry import Registry
 
 MODELS: Registry = Registry("model")
 
-# Where Grad-CAM-style methods look by default, by architecture family (torchvision names).
+# Where Grad-CAM-style methods look by default, by architecture family (torchvision names): the last spatial feature
+# map after its activation. Each of these modules ends in an activation (or a pooling of one), except DenseNet's
+# `features`, which ends in `norm5`: the network's `F.relu(features, inplace=True)` rewrites that very tensor, so
+# hooks see it after the ReLU, and ConvNeXt's, a residual stream that the head normalises only after pooling.
 _TORCHVISION_DEFAULT_LAYERS = {
     "resnet": "layer4", "resnext": "layer4", "wide_resnet": "layer4", "regnet": "trunk_output",
     "vgg": "features", "alexnet": "features", "densenet": "features", "mobilenet": "features",
@@ -53,6 +56,15 @@ class SmallCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
+class FeatureTap(nn.Identity):
+    """Returns its input: a named hook point for a feature map that the network computes with a functional call.
+
+    EfficientNet-Lite applies its head activation as ``self._swish(self._bn1(self._conv_head(x)))`` with one
+    ``_swish`` module shared with the stem, so no module outputs the activated head map alone; a tap in front of
+    the global pooling does. It holds no parameters, so state dicts and checkpoints are unchanged.
+    """
+
+
 def _size(input_size: int | Sequence[int]) -> int:
     return int(input_size if isinstance(input_size, int) else input_size[-1])
 
@@ -65,7 +77,7 @@ def small_cnn(num_classes: int, in_chans: int = 3, input_size: int = 32, dropout
     return ImageClassifier(net, num_classes=num_classes, input_size=(in_chans, size, size),
                            arch={"name": "small_cnn", "num_classes": num_classes, "in_chans": in_chans,
                                  "input_size": size, "dropout": dropout}, name="small_cnn", fixed_input_size=True,
-                           # default layer: the last block's ReLU, before pooling
+                           # default layer: the last block's ReLU, before pooling (post-activation, spatial)
                            **_meta(meta, default_layer="net.features.block3.2", mean=(0.5,) * in_chans,
                                    std=(0.25,) * in_chans))
 
@@ -78,6 +90,7 @@ def darknet53(num_classes: int, in_chans: int = 3, input_size: int = 64, **meta:
 
 
 # --- the three ImageNet-pretrained models that ship inside PyPI packages ------------------------------------------
+LITE_DEFAULT_LAYER = "net._avg_pooling.head_act"
 _LITE = {"efficientnet_lite0": (0, 224), "efficientnet_lite1": (1, 240), "efficientnet_lite2": (2, 260)}
 
 
@@ -97,11 +110,13 @@ def _lite_builder(name: str):
             path = getattr(module, f"EfficientnetLite{idx}ModelFile").get_model_file_path()
             net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         side = _size(input_size or size)
+        # the head's activated map (after _conv_head, _bn1 and ReLU6), tapped where the pooling reads it
+        net._avg_pooling = nn.Sequential(OrderedDict(head_act=FeatureTap(), pool=net._avg_pooling))
         meta.setdefault("class_names", imagenet_class_names() if num_classes == 1000 else None)
         return ImageClassifier(net, num_classes=num_classes, input_size=(in_chans, side, side),
                                arch={"name": name, "num_classes": num_classes, "in_chans": in_chans,
                                      "input_size": side, "pretrained": False}, name=name,
-                               **_meta(meta, default_layer="net._conv_head", resize_size=round(side * 256 / 224)))
+                               **_meta(meta, default_layer=LITE_DEFAULT_LAYER, resize_size=round(side * 256 / 224)))
 
     build.__name__ = name
     return build
@@ -160,9 +175,7 @@ def timm_model(arch: str, *, num_classes: int | None = None, in_chans: int = 3, 
     native = cfg.get("input_size", (in_chans, 224, 224))
     side = _size(input_size or native[-1])
     crop_pct = cfg.get("crop_pct", 0.875) or 0.875
-    layer = None
-    if getattr(net, "feature_info", None):
-        layer = "net." + net.feature_info[-1]["module"]
+    layer = _timm_feature_layer(net, in_chans, side)
     n = net.num_classes
     if pretrained and n == 1000:
         meta.setdefault("class_names", imagenet_class_names())
@@ -175,6 +188,38 @@ def timm_model(arch: str, *, num_classes: int | None = None, in_chans: int = 3, 
                            name=f"timm/{arch}",
                            **_meta(meta, mean=mean, std=std, default_layer=layer,
                                    resize_size=round(side / crop_pct) if pretrained else None))
+
+
+def _timm_feature_layer(net: nn.Module, in_chans: int, side: int) -> str | None:
+    """The module that outputs ``net.forward_features`` (the last spatial map, after its activation).
+
+    ``feature_info[-1]`` names the last *stage*, which for timm's EfficientNet family (EfficientNet, MNASNet,
+    MixNet, TinyNet, …) is the linear bottleneck before ``conv_head``/``bn2`` (BatchNorm + activation). One forward
+    pass at batch 1 finds the outermost module whose output is the tensor ``forward_features`` returns; non-spatial
+    features (ViT tokens) fall back to ``feature_info``.
+    """
+    info = getattr(net, "feature_info", None)
+    fallback = "net." + info[-1]["module"] if info else None
+    if not hasattr(net, "forward_features"):
+        return fallback
+    seen: list[tuple[str, object]] = []
+    handles = [m.register_forward_hook(lambda mod, args, out, name=name: seen.append((name, out)))
+               for name, m in net.named_modules() if name and not isinstance(m, nn.Identity)]
+    was = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            feats = net.forward_features(torch.zeros(1, in_chans, side, side))
+    finally:
+        for h in handles:
+            h.remove()
+        net.train(was)
+    if not isinstance(feats, torch.Tensor) or feats.dim() != 4:
+        return fallback
+    names = [name for name, out in seen if out is feats]  # inner modules finish before the containers around them
+    if info and info[-1]["module"] in names:
+        return fallback
+    return "net." + names[-1] if names else fallback
 
 
 def torchvision_model(arch: str, *, num_classes: int | None = None, in_chans: int = 3, input_size: int | None = None,

@@ -14,6 +14,7 @@ written before the figures and metrics.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import time
@@ -24,7 +25,6 @@ import torch
 from omegaconf import DictConfig, ListConfig
 from torch import Tensor, nn
 from torch.utils.data import Subset
-from tqdm.auto import tqdm
 
 from xai_bench import viz
 from xai_bench.attribution.base import method_facts
@@ -33,6 +33,7 @@ from xai_bench.attribution.runner import CONFIG_KEYS, Explainer, build_attributi
 from xai_bench.checks import safe_name
 from xai_bench.data import make_loader
 from xai_bench.resume import ShardStore, results_config
+from xai_bench.progress import ProgressBar, progress_reporting
 from xai_bench.tasks.common import RunContext, run_context
 from xai_bench.tasks.setup import build_data, build_model
 from xai_bench.utils import build, save_safetensors, seed_everything
@@ -240,7 +241,8 @@ def _attribute_all(ctx: RunContext, model: nn.Module, methods: dict[str, DictCon
             _skip(cfg, skipped, name, err)
         ctx.timings[f"attr/{name}"] = 0.0
     parts: dict[str, list[Tensor]] = {name: [] for name in explainers}
-    for b, start in enumerate(tqdm(range(0, n, step), desc="batches", disable=not cfg.get("progress", True))):
+    show = bool(cfg.get("progress", True))
+    for b, start in enumerate(ProgressBar(range(0, n, step), desc="batches", unit="batch", show=show)):
         stop = min(start + step, n)
         flat = targets[start:stop].flatten().cpu()
         if b in store:
@@ -257,7 +259,8 @@ def _attribute_all(ctx: RunContext, model: nn.Module, methods: dict[str, DictCon
             seed_everything(_batch_seed(int(cfg.seed), b))
             t0 = time.perf_counter()
             try:
-                with _autocast(cfg, ctx.device, explainer):
+                with progress_reporting(enabled=show), _autocast(cfg, ctx.device, explainer), \
+                        _captum_progress(explainer, show):
                     m = explainer.attribute(images[start:stop], targets[start:stop])
             except (ValueError, NotImplementedError) as err:
                 _skip(cfg, skipped, name, err)
@@ -289,6 +292,23 @@ def _attribute_all(ctx: RunContext, model: nn.Module, methods: dict[str, DictCon
         raise ValueError(f"no method could explain model {getattr(model, 'name', type(model).__name__)!r}: "
                          f"{[s['method'] for s in skipped]} were skipped (see metrics.skipped)")
     return maps, signed, styles, explainers
+
+
+@contextlib.contextmanager
+def _captum_progress(explainer: Explainer, show: bool) -> Any:
+    """Captum's perturbation methods (Occlusion, FeatureAblation, Lime, KernelShap) report per batch only when
+    called with ``show_progress=True``: ask for it during the explain pass only (metrics re-explain hundreds of
+    times with the same explainer). Our methods (RISE, Score-CAM) follow :func:`progress_reporting` themselves."""
+    params = inspect.signature(explainer.method_cls.attribute).parameters
+    add = show and "show_progress" in params and "show_progress" not in explainer.kwargs \
+        and params["show_progress"].default is False
+    if add:
+        explainer.kwargs["show_progress"] = True
+    try:
+        yield
+    finally:
+        if add:
+            explainer.kwargs.pop("show_progress", None)
 
 
 def _skip(cfg: DictConfig, skipped: list[dict[str, str]], name: str, err: Exception) -> None:
