@@ -43,20 +43,25 @@ def load_node(group: str, name: str, conf_dir: str | Path | None = None) -> Dict
 
     ``load_node("attribution", "occlusion")`` has every attribution key, the schema's defaults where the file says
     nothing. Files of groups without a dataclass schema (``dataset``, ``optim``, ``logger``) come back as written.
-    Only a ``/schema/<group>@_here_`` + ``_self_`` defaults list is understood; compose anything else (an ensemble
-    drawing its members from conf/model) within its task.
+    Only ``/schema/<group>@_here_``, ``/<group>/<other file>@_here_`` (a variant of a file of the same group) and
+    ``_self_`` defaults are understood; compose anything else (an ensemble drawing its members from conf/model)
+    within its task.
     """
     path = Path(conf_dir or CONF_DIR) / group / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise FileNotFoundError(unknown_key_message(group, name, known, f"files in {path.parent}"))
     node = OmegaConf.load(path)
-    schema = None
+    schema, bases = None, []
     for entry in node.pop("defaults", []):
         if entry == "_self_":
             continue
         if isinstance(entry, str) and entry.startswith("/schema/"):
             schema = SCHEMAS[entry[len("/schema/"):].split("@", 1)[0]]
+        elif isinstance(entry, str) and entry.startswith(f"/{group}/") and entry.endswith("@_here_"):
+            # a variant of another file of the same group (e.g. rise_full on rise): that file, then this one
+            bases.append(load_node(group, entry[len(group) + 2:-len("@_here_")], conf_dir))
         else:
             raise ValueError(f"{path}: the defaults entry {entry!r} needs Hydra; compose the file within its task")
-    return OmegaConf.merge(OmegaConf.structured(schema), node) if schema is not None else node
+    parts = [OmegaConf.structured(schema)] if schema is not None else []
+    return OmegaConf.merge(*parts, *bases, node) if parts or bases else node
