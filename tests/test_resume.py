@@ -1,4 +1,4 @@
-"""Lost work: explain and attack keep every finished batch and resume a killed run to the same results; files are
+"""Lost work: explain, attack and evaluate keep every finished batch and resume a killed run to the same results; files are
 reproducible byte for byte, get the umask's mode, and no temporary file outlives a kill; a sweep with a failed job
 still draws its plot."""
 
@@ -75,6 +75,76 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(compose, tmp_path, mon
         assert _sha(tmp_path / "resumed" / name) == _sha(tmp_path / "full" / name), name
     assert not (tmp_path / "full" / "shards").exists() and not (tmp_path / "resumed" / "shards").exists()
     _assert_clean(tmp_path)
+
+
+# evaluate: the prediction loop and the corruption loop each keep their batches (shards/predict-*, corruptions-*)
+EVALUATE = [*DATA, "gallery_images=3"]
+EVALUATE_TABLES = ["predictions", "corruption_accuracy", "flips"]
+
+
+def _evaluate(compose, out: Path, *extra: str) -> dict:
+    from xai_bench.tasks import evaluate
+
+    return evaluate.run(compose("evaluate", [*EVALUATE, *extra], out))
+
+
+def _metrics(run_dir: Path) -> dict:
+    metrics = json.loads((run_dir / "results.json").read_text())["metrics"]
+    metrics.pop("resumed_from", None)
+    return metrics
+
+
+# noise under basic: each label's generator carries over the kill; seed=null: torch's global RNG does;
+# imagenet_c: random (glass_blur's pixel shuffles, gaussian_noise) and deterministic corruptions at two severities
+@pytest.mark.parametrize("suite,fault", [
+    ([], "predict/1:mid:raise"),
+    (["corruption=basic"], "predict/3:after:raise"),
+    (["corruption=basic"], "corruptions/2:before:raise"),
+    (["corruption=basic", "corruption.seed=null"], "corruptions/1:after:raise"),
+    (["corruption=imagenet_c", "corruption.names=[gaussian_noise,glass_blur,contrast]",
+      "corruption.severities=[1,3]"], "corruptions/1:mid:raise"),
+])
+def test_a_killed_evaluate_resumes_to_the_uninterrupted_result(compose, tmp_path, monkeypatch, suite, fault):
+    _evaluate(compose, tmp_path / "full", *suite)
+    monkeypatch.setenv(FAULT_ENV, fault)
+    with pytest.raises(InjectedFault):
+        _evaluate(compose, tmp_path / "killed", *suite)
+    monkeypatch.delenv(FAULT_ENV)
+    part, at, when, _ = fault.replace("/", ":").split(":")
+    kept = {p.name for p in (tmp_path / "killed" / "shards").glob("*.safetensors")}
+    n_kept = int(at) + (when == "after")
+    assert {n for n in kept if n.startswith(part)} == {f"{part}-{b:05d}.safetensors" for b in range(n_kept)}
+    assert len(kept) == n_kept + 4 * (part == "corruptions")  # 7 images, 2 a batch: all 4 predicted
+
+    metrics = _evaluate(compose, tmp_path / "resumed", *suite, f"resume={tmp_path / 'killed'}")
+    assert metrics["resumed_from"] == str(tmp_path / "killed")
+    tables = [t for t in EVALUATE_TABLES if (tmp_path / "full" / "tables" / f"{t}.csv").exists()]
+    assert len(tables) == (3 if suite else 1)
+    for t in tables:
+        assert _sha(tmp_path / "resumed" / "tables" / f"{t}.csv") == _sha(tmp_path / "full" / "tables" / f"{t}.csv")
+    assert _metrics(tmp_path / "resumed") == _metrics(tmp_path / "full")
+    if suite:
+        assert _metrics(tmp_path / "full")["corruptions"]["accuracy"]
+    assert not (tmp_path / "full" / "shards").exists() and not (tmp_path / "resumed" / "shards").exists()
+    _assert_clean(tmp_path)
+
+
+def test_evaluate_resume_refuses_another_config(compose, tmp_path, monkeypatch):
+    monkeypatch.setenv(FAULT_ENV, "corruptions/0:before:raise")
+    with pytest.raises(InjectedFault):
+        _evaluate(compose, tmp_path / "killed", "corruption=basic")
+    monkeypatch.delenv(FAULT_ENV)
+    killed = tmp_path / "killed"
+    with pytest.raises(ValueError, match=r"2 key\(s\)") as err:
+        _evaluate(compose, tmp_path / "a", "corruption=basic", "corruption.seed=1", "batch_size=3",
+                  f"resume={killed}")
+    assert "\n  corruption.seed: 0 → 1" in str(err.value) and "batch_size: 2 → 3" in str(err.value)
+    with pytest.raises(ValueError, match="'evaluate' run"):
+        _run("explain", compose, tmp_path / "b", f"resume={killed}")
+    # the per-image table's top-k is made from the finished predictions: a resumed run may change it
+    _evaluate(compose, tmp_path / "c", "corruption=basic", "topk=2", f"resume={killed}")
+    with open(tmp_path / "c" / "tables" / "predictions.csv") as f:
+        assert "top3" not in next(csv.reader(f))
 
 
 def test_resume_checks_the_config_and_the_folder(compose, tmp_path, monkeypatch):
