@@ -129,6 +129,50 @@ def test_a_killed_evaluate_resumes_to_the_uninterrupted_result(compose, tmp_path
     _assert_clean(tmp_path)
 
 
+class _ArgmaxPixel(torch.nn.Module):
+    """Predicts the brightest of the first 10 pixels: any change in the noise changes its predictions."""
+
+    def forward(self, x):
+        return x.flatten(1)[:, :10] * 100
+
+
+@pytest.mark.parametrize("seed", [0, None])
+def test_corruption_streams_continue_over_a_kill(tmp_path, monkeypatch, seed):
+    """Each batch of a resumed corruption loop gets the noise it got in the uninterrupted run (from each label's
+    generator with a seed, from torch's global RNG without)."""
+    from torch.utils.data import DataLoader
+
+    from xai_bench.robustness.corruption_eval import corruption_correctness
+    from xai_bench.robustness.corruptions import build_suite
+
+    data = [{"image": torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(i)), "label": i % 10}
+            for i in range(7)]
+    suite_cfg = {"names": ["gaussian_noise", "glass_blur"], "severities": [2],
+                 "custom": {"noise": {"_target_": "xai_bench.robustness.corruptions.gaussian_noise",
+                                      "_partial_": True, "std": 0.1}}, "seed": seed}
+
+    def run(folder, resume=None):
+        torch.manual_seed(0)
+        store = ShardStore.open(folder, task="evaluate", config={}, resume=resume)
+        out = corruption_correctness({"model": _ArgmaxPixel()}, DataLoader(data, batch_size=2),
+                                     build_suite(suite_cfg), torch.device("cpu"), progress=False, keep=3,
+                                     store=store.part("corruptions"))
+        store.close()
+        return out
+
+    full = run(tmp_path / "full")
+    monkeypatch.setenv(FAULT_ENV, "corruptions/2:before:raise")
+    with pytest.raises(InjectedFault):
+        run(tmp_path / "killed")
+    monkeypatch.delenv(FAULT_ENV)
+    resumed = run(tmp_path / "resumed", tmp_path / "killed")
+    assert len(set(full.predictions["model"]["noise"].tolist())) > 3  # the model sees the noise
+    for label, pred in full.predictions["model"].items():
+        assert torch.equal(resumed.predictions["model"][label], pred), label
+    for label, ex in full.examples.items():
+        assert torch.equal(resumed.examples[label], ex), label
+
+
 def test_evaluate_resume_refuses_another_config(compose, tmp_path, monkeypatch):
     monkeypatch.setenv(FAULT_ENV, "corruptions/0:before:raise")
     with pytest.raises(InjectedFault):

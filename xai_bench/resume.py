@@ -255,7 +255,7 @@ def remaining_batches(loader: DataLoader, done: int) -> Iterable[Any]:
         return loader
     if isinstance(loader.sampler, SequentialSampler) and loader.batch_size and not loader.drop_last:
         rest = Subset(loader.dataset, range(done * loader.batch_size, len(loader.dataset)))  # type: ignore[arg-type]
-        return DataLoader(rest, batch_size=loader.batch_size, collate_fn=loader.collate_fn,
+        return DataLoader(rest, batch_size=loader.batch_size, collate_fn=loader.collate_fn, generator=loader.generator,
                           num_workers=loader.num_workers, pin_memory=loader.pin_memory)
     return itertools.islice(loader, done, None)
 

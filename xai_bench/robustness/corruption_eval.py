@@ -88,6 +88,7 @@ def corruption_correctness(models: dict[str, nn.Module], loader: DataLoader,
     labels = ["clean", *suite]
     scored: list[torch.Tensor] = []
     done, seen = finished_batches(store), 0
+    last: dict[str, torch.Tensor] = {}
     for b in range(done):
         shard, _ = store.get(b)  # type: ignore[union-attr]
         scored.append(shard["scored"])
@@ -98,13 +99,15 @@ def corruption_correctness(models: dict[str, nn.Module], loader: DataLoader,
             for name in models:
                 out[name][label].append(shard[f"correct/{name}/{label}"])
                 preds[name][label].append(shard[f"pred/{name}/{label}"])
-        if b == done - 1:
-            _set_random_state(shard, suite, device)
+        last = shard
     with contextlib.ExitStack() as stack:
         for model in models.values():
             stack.enter_context(eval_mode(model))
-        for b, batch in enumerate(tqdm(remaining_batches(loader, done), desc="corruptions", disable=not progress,
-                                       leave=False, initial=done, total=len(loader)), start=done):
+        batches = iter(remaining_batches(loader, done))
+        if last:  # after the loader drew its seed: the next batch sees the random state the uninterrupted run's did
+            _set_random_state(last, suite, device)
+        for b, batch in enumerate(tqdm(batches, desc="corruptions", disable=not progress, leave=False, initial=done,
+                                       total=len(loader)), start=done):
             x = batch["image"].to(device)
             y = batch["label"].to(device)
             given = batch.get("accept")
