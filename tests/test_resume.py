@@ -1,6 +1,6 @@
-"""Lost work: explain, attack and evaluate keep every finished batch and resume a killed run to the same results; files are
-reproducible byte for byte, get the umask's mode, and no temporary file outlives a kill; a sweep with a failed job
-still draws its plot."""
+"""Lost work: explain, attack and evaluate keep every finished batch and resume a killed run to the same results;
+files are reproducible byte for byte, get the umask's mode, and no temporary file outlives a kill; a sweep with a failed
+job still draws its plot."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Per-batch results of long runs (``explain``, ``attack``, ``evaluate``), written as they are made and resumed after a kill.
+"""Per-batch results of long runs (``explain``, ``attack``, ``evaluate``), written as they are made and resumed after a
+kill.
 
 A task opens a :class:`ShardStore` in its run folder before any work and :meth:`~ShardStore.put` s each finished
 batch of images into it; a killed run therefore keeps every finished batch. ``resume=<run dir>`` opens the store of
