@@ -33,7 +33,8 @@ EXPLAIN = [*DATA, "attribution=[saliency,smoothgrad]", "attribution.smoothgrad.w
 ATTACK = [*DATA, "attack=pgd_linf", "attack.method.steps=2", "attack.method.seed=null", "attack.save_examples=true",
           "max_examples=5", "attack.eps=[0,2/255,8/255]"]
 OUTPUTS = {"explain": ["maps.safetensors", "tables/maps.csv"],
-           "attack": ["adversarial.safetensors", "tables/eps_sweep.csv"]}
+           "attack": ["adversarial.safetensors", "tables/eps_sweep.csv"],
+           "evaluate": ["tables/predictions.csv", "tables/corruption_accuracy.csv", "tables/flips.csv"]}
 
 
 def _sha(path: Path) -> str:
@@ -294,7 +295,7 @@ def test_callback_draws_the_finished_jobs_after_a_failed_one(tmp_path, caplog):
 
 # ---------------------------------------------------------------------------------------------------------------
 def _cli(task: str, out: Path, *extra: str, env: dict | None = None, **kw) -> subprocess.Popen:
-    base = EXPLAIN if task == "explain" else ATTACK
+    base = {"explain": EXPLAIN, "attack": ATTACK, "evaluate": [*EVALUATE, "corruption=basic"]}[task]
     return subprocess.Popen([sys.executable, f"{task}.py", *base, f"hydra.run.dir={out}", *extra], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "WANDB_MODE": "disabled", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1",
@@ -308,7 +309,7 @@ def _finish(proc: subprocess.Popen) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["explain", "attack"])
+@pytest.mark.parametrize("task", ["explain", "attack", "evaluate"])
 def test_sigkill_at_random_points_then_resume(tmp_path, task):
     """SIGKILL (no handler runs, no cleanup) at seeded random batches and phases, and once from outside at a random
     moment; each resumed run equals the uninterrupted one, and no temporary or uncommitted file is left."""
@@ -317,12 +318,14 @@ def test_sigkill_at_random_points_then_resume(tmp_path, task):
         rng = random.Random(seed)
         killed, resumed = tmp_path / f"killed{seed}", tmp_path / f"resumed{seed}"
         if seed < 2:  # at a commit point: before a shard, with its temp file half-made, or before the index
-            fault = f"{rng.randrange(4)}:{rng.choice(['before', 'mid', 'after'])}"
+            part = rng.choice(["predict/", "corruptions/"]) if task == "evaluate" else ""
+            fault = f"{part}{rng.randrange(4)}:{rng.choice(['before', 'mid', 'after'])}"
             assert _finish(_cli(task, killed, env={FAULT_ENV: fault})) == -9
         else:  # from outside, anywhere after the first committed batch
             proc = _cli(task, killed)
             deadline = time.time() + 120
-            while not (killed / "shards" / "00000.safetensors").exists() and proc.poll() is None:
+            first = "predict-00000.safetensors" if task == "evaluate" else "00000.safetensors"
+            while not (killed / "shards" / first).exists() and proc.poll() is None:
                 assert time.time() < deadline
                 time.sleep(0.02)
             time.sleep(rng.uniform(0, 0.5))
