@@ -1,6 +1,6 @@
-"""Lost work: explain and attack keep every finished batch and resume a killed run to the same results; files are
-reproducible byte for byte, get the umask's mode, and no temporary file outlives a kill; a sweep with a failed job
-still draws its plot."""
+"""Lost work: explain, attack and evaluate keep every finished batch and resume a killed run to the same results;
+files are reproducible byte for byte, get the umask's mode, and no temporary file outlives a kill; a sweep with a failed
+job still draws its plot."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ EXPLAIN = [*DATA, "attribution=[saliency,smoothgrad]", "attribution.smoothgrad.w
 ATTACK = [*DATA, "attack=pgd_linf", "attack.method.steps=2", "attack.method.seed=null", "attack.save_examples=true",
           "max_examples=5", "attack.eps=[0,2/255,8/255]"]
 OUTPUTS = {"explain": ["maps.safetensors", "tables/maps.csv"],
-           "attack": ["adversarial.safetensors", "tables/eps_sweep.csv"]}
+           "attack": ["adversarial.safetensors", "tables/eps_sweep.csv"],
+           "evaluate": ["tables/predictions.csv", "tables/corruption_accuracy.csv", "tables/flips.csv"]}
 
 
 def _sha(path: Path) -> str:
@@ -75,6 +76,120 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(compose, tmp_path, mon
         assert _sha(tmp_path / "resumed" / name) == _sha(tmp_path / "full" / name), name
     assert not (tmp_path / "full" / "shards").exists() and not (tmp_path / "resumed" / "shards").exists()
     _assert_clean(tmp_path)
+
+
+# evaluate: the prediction loop and the corruption loop each keep their batches (shards/predict-*, corruptions-*)
+EVALUATE = [*DATA, "gallery_images=3"]
+EVALUATE_TABLES = ["predictions", "corruption_accuracy", "flips"]
+
+
+def _evaluate(compose, out: Path, *extra: str) -> dict:
+    from xai_bench.tasks import evaluate
+
+    return evaluate.run(compose("evaluate", [*EVALUATE, *extra], out))
+
+
+def _metrics(run_dir: Path) -> dict:
+    metrics = json.loads((run_dir / "results.json").read_text())["metrics"]
+    metrics.pop("resumed_from", None)
+    return metrics
+
+
+# noise under basic: each label's generator carries over the kill; seed=null: torch's global RNG does;
+# imagenet_c: random (glass_blur's pixel shuffles, gaussian_noise) and deterministic corruptions at two severities
+@pytest.mark.parametrize("suite,fault", [
+    ([], "predict/1:mid:raise"),
+    (["corruption=basic"], "predict/3:after:raise"),
+    (["corruption=basic"], "corruptions/2:before:raise"),
+    (["corruption=basic", "corruption.seed=null"], "corruptions/1:after:raise"),
+    (["corruption=imagenet_c", "corruption.names=[gaussian_noise,glass_blur,contrast]",
+      "corruption.severities=[1,3]"], "corruptions/1:mid:raise"),
+])
+def test_a_killed_evaluate_resumes_to_the_uninterrupted_result(compose, tmp_path, monkeypatch, suite, fault):
+    _evaluate(compose, tmp_path / "full", *suite)
+    monkeypatch.setenv(FAULT_ENV, fault)
+    with pytest.raises(InjectedFault):
+        _evaluate(compose, tmp_path / "killed", *suite)
+    monkeypatch.delenv(FAULT_ENV)
+    part, at, when, _ = fault.replace("/", ":").split(":")
+    kept = {p.name for p in (tmp_path / "killed" / "shards").glob("*.safetensors")}
+    n_kept = int(at) + (when == "after")
+    assert {n for n in kept if n.startswith(part)} == {f"{part}-{b:05d}.safetensors" for b in range(n_kept)}
+    assert len(kept) == n_kept + 4 * (part == "corruptions")  # 7 images, 2 a batch: all 4 predicted
+
+    metrics = _evaluate(compose, tmp_path / "resumed", *suite, f"resume={tmp_path / 'killed'}")
+    assert metrics["resumed_from"] == str(tmp_path / "killed")
+    tables = [t for t in EVALUATE_TABLES if (tmp_path / "full" / "tables" / f"{t}.csv").exists()]
+    assert len(tables) == (3 if suite else 1)
+    for t in tables:
+        assert _sha(tmp_path / "resumed" / "tables" / f"{t}.csv") == _sha(tmp_path / "full" / "tables" / f"{t}.csv")
+    assert _metrics(tmp_path / "resumed") == _metrics(tmp_path / "full")
+    if suite:
+        assert _metrics(tmp_path / "full")["corruptions"]["accuracy"]
+    assert not (tmp_path / "full" / "shards").exists() and not (tmp_path / "resumed" / "shards").exists()
+    _assert_clean(tmp_path)
+
+
+class _ArgmaxPixel(torch.nn.Module):
+    """Predicts the brightest of the first 10 pixels: any change in the noise changes its predictions."""
+
+    def forward(self, x):
+        return x.flatten(1)[:, :10] * 100
+
+
+@pytest.mark.parametrize("seed", [0, None])
+def test_corruption_streams_continue_over_a_kill(tmp_path, monkeypatch, seed):
+    """Each batch of a resumed corruption loop gets the noise it got in the uninterrupted run (from each label's
+    generator with a seed, from torch's global RNG without)."""
+    from torch.utils.data import DataLoader
+
+    from xai_bench.robustness.corruption_eval import corruption_correctness
+    from xai_bench.robustness.corruptions import build_suite
+
+    data = [{"image": torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(i)), "label": i % 10}
+            for i in range(7)]
+    suite_cfg = {"names": ["gaussian_noise", "glass_blur"], "severities": [2],
+                 "custom": {"noise": {"_target_": "xai_bench.robustness.corruptions.gaussian_noise",
+                                      "_partial_": True, "std": 0.1}}, "seed": seed}
+
+    def run(folder, resume=None):
+        torch.manual_seed(0)
+        store = ShardStore.open(folder, task="evaluate", config={}, resume=resume)
+        out = corruption_correctness({"model": _ArgmaxPixel()}, DataLoader(data, batch_size=2),
+                                     build_suite(suite_cfg), torch.device("cpu"), progress=False, keep=3,
+                                     store=store.part("corruptions"))
+        store.close()
+        return out
+
+    full = run(tmp_path / "full")
+    monkeypatch.setenv(FAULT_ENV, "corruptions/2:before:raise")
+    with pytest.raises(InjectedFault):
+        run(tmp_path / "killed")
+    monkeypatch.delenv(FAULT_ENV)
+    resumed = run(tmp_path / "resumed", tmp_path / "killed")
+    assert len(set(full.predictions["model"]["noise"].tolist())) > 3  # the model sees the noise
+    for label, pred in full.predictions["model"].items():
+        assert torch.equal(resumed.predictions["model"][label], pred), label
+    for label, ex in full.examples.items():
+        assert torch.equal(resumed.examples[label], ex), label
+
+
+def test_evaluate_resume_refuses_another_config(compose, tmp_path, monkeypatch):
+    monkeypatch.setenv(FAULT_ENV, "corruptions/0:before:raise")
+    with pytest.raises(InjectedFault):
+        _evaluate(compose, tmp_path / "killed", "corruption=basic")
+    monkeypatch.delenv(FAULT_ENV)
+    killed = tmp_path / "killed"
+    with pytest.raises(ValueError, match=r"2 key\(s\)") as err:
+        _evaluate(compose, tmp_path / "a", "corruption=basic", "corruption.seed=1", "batch_size=3",
+                  f"resume={killed}")
+    assert "\n  corruption.seed: 0 → 1" in str(err.value) and "batch_size: 2 → 3" in str(err.value)
+    with pytest.raises(ValueError, match="'evaluate' run"):
+        _run("explain", compose, tmp_path / "b", f"resume={killed}")
+    # the per-image table's top-k is made from the finished predictions: a resumed run may change it
+    _evaluate(compose, tmp_path / "c", "corruption=basic", "topk=2", f"resume={killed}")
+    with open(tmp_path / "c" / "tables" / "predictions.csv") as f:
+        assert "top3" not in next(csv.reader(f))
 
 
 def test_resume_checks_the_config_and_the_folder(compose, tmp_path, monkeypatch):
@@ -180,7 +295,7 @@ def test_callback_draws_the_finished_jobs_after_a_failed_one(tmp_path, caplog):
 
 # ---------------------------------------------------------------------------------------------------------------
 def _cli(task: str, out: Path, *extra: str, env: dict | None = None, **kw) -> subprocess.Popen:
-    base = EXPLAIN if task == "explain" else ATTACK
+    base = {"explain": EXPLAIN, "attack": ATTACK, "evaluate": [*EVALUATE, "corruption=basic"]}[task]
     return subprocess.Popen([sys.executable, f"{task}.py", *base, f"hydra.run.dir={out}", *extra], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "WANDB_MODE": "disabled", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1",
@@ -194,7 +309,7 @@ def _finish(proc: subprocess.Popen) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["explain", "attack"])
+@pytest.mark.parametrize("task", ["explain", "attack", "evaluate"])
 def test_sigkill_at_random_points_then_resume(tmp_path, task):
     """SIGKILL (no handler runs, no cleanup) at seeded random batches and phases, and once from outside at a random
     moment; each resumed run equals the uninterrupted one, and no temporary or uncommitted file is left."""
@@ -203,12 +318,14 @@ def test_sigkill_at_random_points_then_resume(tmp_path, task):
         rng = random.Random(seed)
         killed, resumed = tmp_path / f"killed{seed}", tmp_path / f"resumed{seed}"
         if seed < 2:  # at a commit point: before a shard, with its temp file half-made, or before the index
-            fault = f"{rng.randrange(4)}:{rng.choice(['before', 'mid', 'after'])}"
+            part = rng.choice(["predict/", "corruptions/"]) if task == "evaluate" else ""
+            fault = f"{part}{rng.randrange(4)}:{rng.choice(['before', 'mid', 'after'])}"
             assert _finish(_cli(task, killed, env={FAULT_ENV: fault})) == -9
         else:  # from outside, anywhere after the first committed batch
             proc = _cli(task, killed)
             deadline = time.time() + 120
-            while not (killed / "shards" / "00000.safetensors").exists() and proc.poll() is None:
+            first = "predict-00000.safetensors" if task == "evaluate" else "00000.safetensors"
+            while not (killed / "shards" / first).exists() and proc.poll() is None:
                 assert time.time() < deadline
                 time.sleep(0.02)
             time.sleep(rng.uniform(0, 0.5))

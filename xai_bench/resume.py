@@ -1,4 +1,5 @@
-"""Per-batch results of long runs (``explain``, ``attack``), written as they are made and resumed after a kill.
+"""Per-batch results of long runs (``explain``, ``attack``, ``evaluate``), written as they are made and resumed after a
+kill.
 
 A task opens a :class:`ShardStore` in its run folder before any work and :meth:`~ShardStore.put` s each finished
 batch of images into it; a killed run therefore keeps every finished batch. ``resume=<run dir>`` opens the store of
@@ -11,6 +12,7 @@ Layout, in the run folder::
     shards/index.json          {"format", "task", "config" (results-relevant, resolved), "device",
                                 "shards": {"<batch>": "<batch:05d>.safetensors"}, "state": {task's JSON}}
     shards/00000.safetensors   batch 0's tensors and string metadata
+    shards/corruptions-00000.safetensors   batch 0 of a second loop of the same run (:meth:`ShardStore.part`)
 
 Every shard is written atomically, then the index (atomically): a shard the index does not name was never committed
 and is deleted, as are temporary files a kill left (:func:`xai_bench.utils.remove_stale_temps`). The folder is
@@ -20,6 +22,7 @@ removed when the run finishes (its final outputs hold everything the shards did)
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -28,15 +31,17 @@ import shutil
 import signal
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
+from torch.utils.data import DataLoader, SequentialSampler, Subset
 
 from xai_bench.utils import atomic_path, remove_stale_temps, save_safetensors, write_json
 
-__all__ = ["FOLDER", "ShardStore", "config_diff", "results_config"]
+__all__ = ["FOLDER", "BatchStore", "ShardStore", "config_diff", "finished_batches", "remaining_batches",
+           "results_config"]
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +51,10 @@ FORMAT = 1
 # Top-level keys that never change a task's numbers: where files go, how progress is shown, what is tracked.
 ALWAYS_IGNORED = ("resume", "paths", "hydra", "logger", "progress", "num_workers", "optimized_metric",
                   "hparams_search")
-_SHARD = re.compile(r"^\d{5,}\.safetensors$")
+_SHARD = re.compile(r"^(?:[a-z_]+-)?\d{5,}\.safetensors$")
 # Test-only fault injection: XAI_BENCH_FAULT="<batch>:<before|mid|after>[:raise]" kills the process (SIGKILL, or an
 # exception with ":raise") while batch <batch> is committed: before its shard, with the shard's temporary file
-# half-made, or after the shard but before the index names it.
+# half-made, or after the shard but before the index names it. A batch of a part is named "<part>/<batch>".
 FAULT_ENV = "XAI_BENCH_FAULT"
 
 
@@ -148,7 +153,14 @@ class ShardStore:
 
     # -- reading -----------------------------------------------------------------------------------------------
     def __contains__(self, batch: int) -> bool:
-        return str(batch) in self.index["shards"]
+        return _key(batch) in self.index["shards"]
+
+    def part(self, name: str) -> ShardPart:
+        """The batches of a second loop of the same run (``evaluate``: ``predict``, then ``corruptions``), kept
+        beside this store's own under their own names."""
+        if not re.fullmatch(r"[a-z_]+", name):
+            raise ValueError(f"a store part is named in lower case letters and _, got {name!r}")
+        return ShardPart(self, name)
 
     def __len__(self) -> int:
         return len(self.index["shards"])
@@ -158,12 +170,12 @@ class ShardStore:
         """The task's own JSON state as of the last committed batch (e.g. methods skipped)."""
         return self.index["state"]
 
-    def get(self, batch: int) -> tuple[dict[str, Tensor], dict[str, str]]:
+    def get(self, batch: int, part: str = "") -> tuple[dict[str, Tensor], dict[str, str]]:
         """Batch ``batch``'s tensors (CPU) and string metadata."""
         from safetensors import safe_open
         from safetensors.torch import load_file
 
-        path = self.folder / self.index["shards"][str(batch)]
+        path = self.folder / self.index["shards"][_key(batch, part)]
         try:
             with safe_open(str(path), "pt") as f:
                 meta = dict(f.metadata() or {})
@@ -174,15 +186,16 @@ class ShardStore:
 
     # -- writing -----------------------------------------------------------------------------------------------
     def put(self, batch: int, tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | None = None, *,
-            state: Mapping[str, Any] | None = None) -> None:
-        """Commit batch ``batch``: its shard, then the index naming it (and the task's ``state``)."""
-        name = f"{batch:05d}.safetensors"
-        _fault(batch, "before")
+            state: Mapping[str, Any] | None = None, part: str = "") -> None:
+        """Commit batch ``batch`` (of ``part``): its shard, then the index naming it (and the task's ``state``)."""
+        key = _key(batch, part)
+        name = f"{part}-{batch:05d}.safetensors" if part else f"{batch:05d}.safetensors"
+        _fault(key, "before")
         with atomic_path(self.folder / name) as tmp:
             save_safetensors(dict(tensors), tmp, dict(metadata or {}))
-            _fault(batch, "mid")
-        _fault(batch, "after")
-        self.index["shards"][str(batch)] = name
+            _fault(key, "mid")
+        _fault(key, "after")
+        self.index["shards"][key] = name
         if state is not None:
             self.index["state"] = dict(state)
         self._write_index()
@@ -198,6 +211,56 @@ class ShardStore:
         write_json(self.folder / INDEX, self.index)
 
 
+def _key(batch: int, part: str = "") -> str:
+    return f"{part}/{batch}" if part else str(batch)
+
+
+class BatchStore(Protocol):
+    """What a library loop needs to keep its finished batches (:class:`ShardStore` or one of its parts)."""
+
+    def __contains__(self, batch: int) -> bool: ...
+
+    def get(self, batch: int) -> tuple[dict[str, Tensor], dict[str, str]]: ...
+
+    def put(self, batch: int, tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | None = None) -> None: ...
+
+
+class ShardPart:
+    """One named loop's batches in a :class:`ShardStore` (made by :meth:`ShardStore.part`)."""
+
+    def __init__(self, store: ShardStore, name: str) -> None:
+        self.store, self.name = store, name
+
+    def __contains__(self, batch: int) -> bool:
+        return _key(batch, self.name) in self.store.index["shards"]
+
+    def get(self, batch: int) -> tuple[dict[str, Tensor], dict[str, str]]:
+        return self.store.get(batch, self.name)
+
+    def put(self, batch: int, tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | None = None) -> None:
+        self.store.put(batch, tensors, metadata, part=self.name)
+
+
+def finished_batches(store: BatchStore | None) -> int:
+    """How many batches from the first on ``store`` holds (a loop commits in order, so they are 0 … n-1)."""
+    done = 0
+    while store is not None and done in store:
+        done += 1
+    return done
+
+
+def remaining_batches(loader: DataLoader, done: int) -> Iterable[Any]:
+    """``loader``'s batches from batch ``done`` on, without loading the images of the first ``done`` (a sequential,
+    batched loader is rebuilt over the rest of its dataset; any other is read and the first batches dropped)."""
+    if not done:
+        return loader
+    if isinstance(loader.sampler, SequentialSampler) and loader.batch_size and not loader.drop_last:
+        rest = Subset(loader.dataset, range(done * loader.batch_size, len(loader.dataset)))  # type: ignore[arg-type]
+        return DataLoader(rest, batch_size=loader.batch_size, collate_fn=loader.collate_fn, generator=loader.generator,
+                          num_workers=loader.num_workers, pin_memory=loader.pin_memory)
+    return itertools.islice(loader, done, None)
+
+
 def _find_store(resume: Any) -> Path:
     p = Path(str(resume))
     for cand in (p / FOLDER, p):
@@ -205,7 +268,7 @@ def _find_store(resume: Any) -> Path:
             return cand
     finished = (p / "results.json").is_file() and not (p / FOLDER).exists()
     hint = (" (it finished: its outputs are complete, nothing to resume)" if finished else
-            "; point it at the output folder of an explain/attack run that was killed")
+            "; point it at the output folder of an explain/attack/evaluate run that was killed")
     raise FileNotFoundError(f"resume={resume}: no {FOLDER}/{INDEX} in {p}{hint}")
 
 
@@ -247,12 +310,12 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def _fault(batch: int, phase: str) -> None:
+def _fault(key: str, phase: str) -> None:
     spec = os.environ.get(FAULT_ENV)
     if not spec:
         return
     at, when, *how = spec.split(":")
-    if int(at) != batch or when != phase:
+    if at != key or when != phase:
         return
     if how == ["raise"]:
         raise InjectedFault(f"{FAULT_ENV}={spec}")

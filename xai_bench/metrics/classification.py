@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -13,6 +14,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from xai_bench.checks import accept_matrix, eval_mode
+from xai_bench.resume import BatchStore, finished_batches, remaining_batches
 
 __all__ = [
     "CalibrationBins",
@@ -39,30 +41,50 @@ class Predictions:
 
 @torch.no_grad()
 def predict(model: nn.Module, loader: DataLoader, device: torch.device, *, amp: bool = False,
-            progress: bool = False, desc: str = "predict") -> Predictions:
+            progress: bool = False, desc: str = "predict", store: BatchStore | None = None) -> Predictions:
     """Softmax probabilities, labels, reference sets and names over ``loader``, with the mean loss over labelled images.
 
-    Runs in eval mode (each submodule's flag is restored afterwards); ``amp`` uses bf16 autocast on CUDA.
+    Runs in eval mode (each submodule's flag is restored afterwards); ``amp`` uses bf16 autocast on CUDA. With
+    ``store`` (:mod:`xai_bench.resume`), each finished batch is committed to it and the batches it already holds (a
+    resumed run's) are read back instead of predicted, to the same result.
     """
     probs, labels, accept, names = [], [], [], []
     loss_sum, n_scored = 0.0, 0
     offset = 0
+    done = finished_batches(store)
+    for b in range(done):  # a resumed run's: summed in the same order as when they were made
+        shard, meta = store.get(b)  # type: ignore[union-attr]
+        probs.append(shard["probs"])
+        labels.append(shard["labels"])
+        accept.append(shard["accept"])
+        names += json.loads(meta["names"])
+        loss_sum += float(shard["loss_sum"])
+        n_scored += int(shard["n_scored"])
+        offset += len(shard["labels"])
     with eval_mode(model):
-        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        for b, batch in enumerate(tqdm(remaining_batches(loader, done), desc=desc, disable=not progress, leave=False,
+                                       initial=done, total=len(loader)), start=done):
             x = batch["image"].to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
                 logits = model(x).float()
             y = batch["label"].to(device)
             acc = accept_matrix(y, logits.shape[1], batch.get("accept"), device=device)
             known = y >= 0
+            batch_loss, batch_n = 0.0, int(known.sum())
             if known.any():
-                loss_sum += float(nn.functional.cross_entropy(logits[known], y[known], reduction="sum"))
-                n_scored += int(known.sum())
+                batch_loss = float(nn.functional.cross_entropy(logits[known], y[known], reduction="sum"))
+                loss_sum += batch_loss
+                n_scored += batch_n
             probs.append(logits.softmax(1).cpu())
             labels.append(y.cpu())
             accept.append(acc.cpu())
-            names += list(batch.get("name", [str(offset + i) for i in range(len(y))]))
+            batch_names = list(batch.get("name", [str(offset + i) for i in range(len(y))]))
+            names += batch_names
             offset += len(y)
+            if store is not None:
+                store.put(b, {"probs": probs[-1], "labels": labels[-1], "accept": accept[-1],
+                              "loss_sum": torch.tensor(batch_loss, dtype=torch.float64),
+                              "n_scored": torch.tensor(batch_n)}, {"names": json.dumps(batch_names)})
     return Predictions(torch.cat(probs), torch.cat(labels), torch.cat(accept), names,
                        loss_sum / max(n_scored, 1))
 

@@ -21,6 +21,8 @@ from tqdm.auto import tqdm
 
 from xai_bench.checks import accept_matrix, eval_mode
 from xai_bench.metrics import topk_correct
+from xai_bench.resume import BatchStore, finished_batches, remaining_batches, rng_state, set_rng_state
+from xai_bench.robustness.corruptions.suites import SeededCorruption
 
 __all__ = ["IMAGENET_C_GROUPS", "CorruptionRun", "corruption_correctness", "corruption_group", "corruption_summary",
            "flip_rows", "group_order", "split_label"]
@@ -71,44 +73,87 @@ class CorruptionRun(NamedTuple):
 @torch.no_grad()
 def corruption_correctness(models: dict[str, nn.Module], loader: DataLoader,
                            suite: dict[str, Callable[[torch.Tensor], torch.Tensor]], device: torch.device, *,
-                           progress: bool = True, keep: int = 0) -> CorruptionRun:
+                           progress: bool = True, keep: int = 0, store: BatchStore | None = None) -> CorruptionRun:
     """Top-1 correctness and class of each model on clean images (label ``"clean"``) and under each corruption,
     which images can be scored at all, and the first ``keep`` corrupted images (see :class:`CorruptionRun`).
 
     Each batch is corrupted once per label on ``device`` and shared by all models, so a reference model costs
-    forward passes only.
+    forward passes only. With ``store`` (:mod:`xai_bench.resume`), each finished batch is committed to it with the
+    random state after it (each seeded corruption's generator, torch's global RNG); the batches it already holds are
+    read back, and the random streams continue from the last of them, so a resumed run equals an uninterrupted one.
     """
     out: dict[str, dict[str, list[torch.Tensor]]] = {m: defaultdict(list) for m in models}
     preds: dict[str, dict[str, list[torch.Tensor]]] = {m: defaultdict(list) for m in models}
     examples: dict[str, list[torch.Tensor]] = defaultdict(list)
     labels = ["clean", *suite]
     scored: list[torch.Tensor] = []
-    seen = 0
+    done, seen = finished_batches(store), 0
+    last: dict[str, torch.Tensor] = {}
+    for b in range(done):
+        shard, _ = store.get(b)  # type: ignore[union-attr]
+        scored.append(shard["scored"])
+        seen += len(shard["scored"])
+        for label in labels:
+            if f"example/{label}" in shard:
+                examples[label].append(shard[f"example/{label}"])
+            for name in models:
+                out[name][label].append(shard[f"correct/{name}/{label}"])
+                preds[name][label].append(shard[f"pred/{name}/{label}"])
+        last = shard
     with contextlib.ExitStack() as stack:
         for model in models.values():
             stack.enter_context(eval_mode(model))
-        for batch in tqdm(loader, desc="corruptions", disable=not progress, leave=False):
+        batches = iter(remaining_batches(loader, done))
+        if last:  # after the loader drew its seed: the next batch sees the random state the uninterrupted run's did
+            _set_random_state(last, suite, device)
+        for b, batch in enumerate(tqdm(batches, desc="corruptions", disable=not progress, leave=False, initial=done,
+                                       total=len(loader)), start=done):
             x = batch["image"].to(device)
             y = batch["label"].to(device)
             given = batch.get("accept")
             scored.append((given.bool().any(1) if given is not None else y >= 0).cpu())
             accept: dict[int, torch.Tensor] = {}  # per class count: models may differ (a reference model)
             take = max(0, min(keep - seen, len(x)))
+            shard = {"scored": scored[-1]}
             for label in labels:
                 xc = x if label == "clean" else suite[label](x)
                 if take:
-                    examples[label].append(xc[:take].float().cpu())
+                    shard[f"example/{label}"] = xc[:take].float().cpu()
+                    examples[label].append(shard[f"example/{label}"])
                 for name, model in models.items():
                     probs = model(xc).softmax(1)
                     k = probs.shape[1]
                     if k not in accept:
                         accept[k] = accept_matrix(y, k, given, device=device)
-                    out[name][label].append(topk_correct(probs, accept[k], 1).cpu())
-                    preds[name][label].append(probs.argmax(1).cpu())
+                    shard[f"correct/{name}/{label}"] = topk_correct(probs, accept[k], 1).cpu()
+                    shard[f"pred/{name}/{label}"] = probs.argmax(1).cpu()
+                    out[name][label].append(shard[f"correct/{name}/{label}"])
+                    preds[name][label].append(shard[f"pred/{name}/{label}"])
             seen += len(x)
+            if store is not None:
+                store.put(b, {**shard, **_random_state(suite, device)})
     cat = lambda d: {k: torch.cat(v) for k, v in d.items()}
     return CorruptionRun({m: cat(d) for m, d in out.items()}, torch.cat(scored), {m: cat(d) for m, d in preds.items()},
                          cat(examples))
+
+
+def _random_state(suite: dict[str, Callable[[torch.Tensor], torch.Tensor]], device: torch.device
+                  ) -> dict[str, torch.Tensor]:
+    """Each seeded corruption's generator state (``gen/<label>``) and torch's global RNG state (unseeded ones)."""
+    out = rng_state(device)
+    for label, fn in suite.items():
+        state = fn.get_state() if isinstance(fn, SeededCorruption) else None
+        if state is not None:
+            out[f"gen/{label}"] = state
+    return out
+
+
+def _set_random_state(shard: dict[str, torch.Tensor], suite: dict[str, Callable[[torch.Tensor], torch.Tensor]],
+                      device: torch.device) -> None:
+    set_rng_state(shard, device)
+    for label, fn in suite.items():
+        if isinstance(fn, SeededCorruption) and f"gen/{label}" in shard:
+            fn.set_state(shard[f"gen/{label}"], device)
 
 
 def split_label(label: str) -> tuple[str, int | None]:

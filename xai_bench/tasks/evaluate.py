@@ -1,5 +1,9 @@
 """``evaluate.py``: accuracy (top-1/top-5 with reference sets), per-class accuracy, confusion matrix, calibration,
-a per-image top-k table, and accuracy under a corruption suite."""
+a per-image top-k table, and accuracy under a corruption suite.
+
+While running, ``shards/`` keeps every finished batch of the prediction loop and of the corruption loop
+(:mod:`xai_bench.resume`), so ``resume=<run dir>`` continues a killed run to the tables and metrics an uninterrupted
+one gives."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from torch.utils.data import Subset
 from xai_bench import viz
 from xai_bench.data import make_loader
 from xai_bench.metrics import classification_report, predict
+from xai_bench.resume import ShardStore, results_config
 from xai_bench.tasks.common import RunContext, run_context
 from xai_bench.robustness.corruption_eval import split_label
 from xai_bench.tasks._corruption_figures import corruption_figures
@@ -21,16 +26,24 @@ from xai_bench.tasks.setup import build_data, build_model
 log = logging.getLogger(__name__)
 
 _MIN_CALIBRATION_IMAGES = 100  # fewer: the reliability diagram's title carries a caveat
+# Settings a resumed run may change: they act on the finished predictions, not on what the batches hold.
+_NOT_IN_BATCHES = ("topk",)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     with run_context(cfg, "evaluate") as ctx:
-        data = build_data(cfg)
         if cfg.get("ensemble"):  # the members replace `model`: per-model and ensemble accuracy, uncertainty ranking
             from xai_bench.tasks.ensemble import run_ensemble
 
-            ctx.metrics.update(run_ensemble(cfg, ctx, data))
+            if cfg.get("resume"):
+                raise ValueError("resume= is not supported with ensemble=; rerun the ensemble evaluation")
+            ctx.metrics.update(run_ensemble(cfg, ctx, build_data(cfg)))
             return dict(ctx.metrics)
+        store = ShardStore.open(ctx.out_dir, task="evaluate", config=results_config(cfg, ignore=_NOT_IN_BATCHES),
+                                device=str(ctx.device), resume=cfg.get("resume"))
+        if store.resumed_from is not None:
+            ctx.metrics["resumed_from"] = str(store.resumed_from)
+        data = build_data(cfg)
         model = build_model(cfg, data).to(ctx.device).eval()
         ctx.name(model.name)
         ds = data.split(cfg.split)
@@ -38,7 +51,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             ds = Subset(ds, range(min(int(cfg.max_images), len(ds))))
         loader = make_loader(ds, cfg.batch_size, num_workers=cfg.num_workers)
         with ctx.timer("predict"):
-            preds = predict(model, loader, ctx.device, progress=cfg.progress)
+            preds = predict(model, loader, ctx.device, progress=cfg.progress, store=store.part("predict"))
         class_names = model.class_names
         report = classification_report(preds, class_names)
         if report["n"]:
@@ -63,7 +76,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 log.info("  %s: %s (%.3f)%s", row["image"], row["top1"], row["top1_prob"],
                          "" if row["correct"] is None else "  ✓" if row["correct"] else "  ✗")
         if cfg.get("corruption") and (cfg.corruption.get("names") or cfg.corruption.get("custom")):
-            _evaluate_corruptions(cfg, ctx, model, loader, preds.names)
+            _evaluate_corruptions(cfg, ctx, model, loader, preds.names, store)
+        store.close()
         return dict(ctx.metrics)
 
 
@@ -83,7 +97,7 @@ def _topk_rows(preds: Any, class_names: list[str], k: int) -> list[dict[str, Any
 
 
 def _evaluate_corruptions(cfg: DictConfig, ctx: RunContext, model: torch.nn.Module, loader: Any,
-                          names: list[str]) -> None:
+                          names: list[str], store: ShardStore) -> None:
     from xai_bench.robustness.corruption_eval import corruption_correctness, corruption_summary, flip_rows
     from xai_bench.robustness.corruptions import build_suite
     from xai_bench.tasks.setup import model_from_node
@@ -95,7 +109,8 @@ def _evaluate_corruptions(cfg: DictConfig, ctx: RunContext, model: torch.nn.Modu
         models["reference"] = model_from_node(cfg.reference_model, path="reference_model").to(ctx.device).eval()
     with ctx.timer("corruptions"):
         run = corruption_correctness(models, loader, suite, ctx.device, progress=cfg.progress,
-                                     keep=max(int(cfg.get("gallery_images", 1)), 0))
+                                     keep=max(int(cfg.get("gallery_images", 1)), 0),
+                                     store=store.part("corruptions"))
     summary = corruption_summary(run.correct["model"], run.correct.get("reference"), run.scored)
     if not summary["n_scored"]:
         log.warning("corruptions: no image has a label or reference set, so there is no accuracy to report")

@@ -20,7 +20,8 @@ class SeededCorruption:
     """A corruption bound to its settings and a seeded random stream: call it on batch after batch.
 
     The generator is created on the first batch's device and advances with every call, so consecutive batches get
-    fresh noise while the whole sequence is reproducible from ``seed``.
+    fresh noise while the whole sequence is reproducible from ``seed``. :meth:`get_state` and :meth:`set_state` carry
+    the stream over a kill: a resumed evaluate run continues it where the finished batches left it.
     """
 
     def __init__(self, fn: Callable[..., Tensor], seed: int | None = None, label: str = "") -> None:
@@ -40,6 +41,15 @@ class SeededCorruption:
         if self._generator is None or self._generator.device != x.device:
             self._generator = torch.Generator(device=x.device).manual_seed(int(self.seed))
         return self.fn(x, generator=self._generator)
+
+    def get_state(self) -> Tensor | None:
+        """The generator's state after the batches drawn so far (``None``: nothing drawn, or nothing to draw)."""
+        return None if self._generator is None else self._generator.get_state()
+
+    def set_state(self, state: Tensor, device: torch.device) -> None:
+        """Continue the stream from ``state`` (a :meth:`get_state`) on ``device``, the next batches' device."""
+        self._generator = torch.Generator(device=device)
+        self._generator.set_state(state)
 
     def __repr__(self) -> str:
         return f"SeededCorruption({self.label or self.fn!r}, seed={self.seed})"
