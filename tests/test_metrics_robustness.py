@@ -218,6 +218,21 @@ def test_continuity_of_a_single_bright_pixel_is_l1_over_l2_of_the_worst_shift():
     torch.testing.assert_close(s, torch.tensor([math.sqrt(2), 3 / math.sqrt(2.5)]))
 
 
+def test_continuity_leaves_out_the_zero_shift_where_a_noisy_explainer_would_divide_by_zero():
+    x = torch.zeros(1, 1, 1, 4)
+    x[0, 0, 0, 0] = 1.0
+    metric = Continuity(nr_steps=9, normalise=False)
+    assert 0 in metric.shifts(4)  # ⌊9/9⌋ = 1: t = −3 … 5, with 0 among them
+    gen = torch.Generator().manual_seed(0)
+
+    def noisy(images, targets, model=None):  # the identity map plus explainer noise, like SmoothGrad or LIME
+        return images + 1e-3 * torch.rand(images.shape, generator=gen)
+
+    s = metric(Identity2Class(), x, 0, x, explainer=noisy)
+    # without the exclusion the t = 0 ratio is ~1e-3·4 / 1e-9 ≈ 4e6; every real shift moves the pixel: ‖Δe‖₁/‖Δx‖₂ ≤ √2 + noise
+    assert torch.isfinite(s).all() and float(s) < 1.5
+
+
 # ---------------------------------------------------------------- contract
 
 

@@ -371,7 +371,9 @@ class Continuity(_SampledRobustness):
     ``t_s = −W + (s + 1) · ⌊(2W + 1) / nr_steps⌋`` pixels, ``s = 0 … nr_steps − 1`` (positive: to the right), and
     re-explained; maps are made absolute and divided by their own max (Quantus's defaults ``abs=True``,
     ``normalise=True``; Quantus normalises by the batch's max and re-explains the clean image, we use the given
-    map). Deterministic. Lower is better.
+    map). Translations that leave the image unchanged (``t = 0`` is on the grid) are left out: the ratio is
+    undefined there, and for a stochastic explainer it would be its own noise over 1e-9. Deterministic. Lower is
+    better.
 
     Args:
         nr_steps: number of translations. Default: 28.
@@ -407,7 +409,11 @@ class Continuity(_SampledRobustness):
             e, es = e.abs(), es.abs()
         if self.normalise:
             e, es = _normalise_by_max(e), _normalise_by_max(es)
-        return (e - es).flatten(2).abs().sum(2) / (_flat_norm(x - xs) + 1e-9)
+        dist = _flat_norm(x - xs)
+        ratio = (e - es).flatten(2).abs().sum(2) / (dist + 1e-9)
+        # The shift grid contains t = 0 (and black images shift to themselves): there the ratio measures the
+        # explainer's own randomness over 1e-9 (SmoothGrad, LIME: ~1e10), not continuity, so it is left out.
+        return ratio.masked_fill(dist == 0, float("nan"))
 
 
 def _translate_x(images: Tensor, t: int) -> Tensor:
