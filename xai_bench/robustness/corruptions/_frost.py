@@ -76,7 +76,7 @@ FROST_PROFILES: tuple[dict[str, tuple], ...] = (
         ),
         "bands": (0.137, 0.066, 0.09, 0.18, 0.184, 0.21, 0.133),
     },
-    {  # frost3
+    {  # frost3 (the same pixels as frost2 in the published files: the profiles agree by fact, not by copy)
         "quantiles": (
             (55, 152, 163, 170, 175, 178, 182, 184, 187, 189, 191, 193, 195, 197, 198, 200, 201,
              202, 204, 205, 207, 208, 209, 211, 212, 214, 215, 217, 219, 221, 224, 227, 253),
