@@ -229,7 +229,8 @@ def test_continuity_leaves_out_the_zero_shift_where_a_noisy_explainer_would_divi
         return images + 1e-3 * torch.rand(images.shape, generator=gen)
 
     s = metric(Identity2Class(), x, 0, x, explainer=noisy)
-    # without the exclusion the t = 0 ratio is ~1e-3·4 / 1e-9 ≈ 4e6; every real shift moves the pixel: ‖Δe‖₁/‖Δx‖₂ ≤ √2 + noise
+    # without the exclusion the t = 0 ratio is ~1e-3·4 / 1e-9 ≈ 4e6; every real shift moves the pixel:
+    # ‖Δe‖₁/‖Δx‖₂ ≤ √2 + noise
     assert torch.isfinite(s).all() and float(s) < 1.5
 
 
