@@ -208,6 +208,24 @@ def test_sigterm_in_a_run_is_recorded_as_interrupted(compose, tmp_path):
     assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is back
 
 
+def test_sigterm_swallowed_by_a_finaliser_is_delivered_again(compose, tmp_path):
+    """A signal landing in a ``__del__`` raises there, where Python only prints the exception: the run must still
+    stop (it once trained on after SIGTERM), by the handler's re-delivery."""
+    from xai_bench.tasks.common import run_context
+
+    class SignalsOnDelete:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler's Terminated is raised (and swallowed) in here
+
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt) as info, run_context(compose("train", TRAIN, tmp_path), "train"):
+        SignalsOnDelete()  # deleted at once
+        for _ in range(100):  # the run carries on; redelivery must stop it within ~1 s
+            time.sleep(0.1)
+    assert isinstance(info.value, Terminated) and time.perf_counter() - t0 < 8
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "interrupted"
+
+
 # --- the command line: one clean line, exit 2; the traceback on request --------------------------------------------
 def _cli(args, **env):
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600,

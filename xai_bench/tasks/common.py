@@ -145,23 +145,42 @@ def run_context(cfg: DictConfig, task: str) -> Iterator[RunContext]:
         yield ctx
 
 
+_CLEANING = threading.Event()  # set once a run has started writing its results: SIGTERM no longer interrupts
+
+
+def _redeliver(signum: int) -> None:
+    import _thread
+
+    while not _CLEANING.wait(1.0):
+        _thread.interrupt_main(signum)  # runs the handler again in the main thread (a no-op once it is restored)
+
+
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """While the block runs, SIGTERM (Slurm's and Docker's stop signal) raises :class:`~xai_bench.errors.Terminated`,
-    a ``KeyboardInterrupt``, in the main thread, so the run is recorded as ``interrupted`` like Ctrl-C; later SIGTERMs
-    (during the clean-up that writes ``results.json``) are ignored, and the previous handler is restored afterwards.
+    a ``KeyboardInterrupt``, in the main thread, so the run is recorded as ``interrupted`` like Ctrl-C; it is
+    re-delivered every second until the run's clean-up starts (an exception raised inside a finaliser is only
+    printed), SIGTERMs during the clean-up that writes ``results.json`` are ignored, and the previous handler is
+    restored afterwards.
     Handlers can only be set from the main thread: elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    pid, fired = os.getpid(), []
+    pid = os.getpid()
+    _CLEANING.clear()
+    fired: list[int] = []
 
     def handler(signum: int, frame: Any) -> None:
         if os.getpid() != pid:  # a forked DataLoader worker inherited the handler: end as SIGTERM would
             os._exit(128 + signum)
+        if _CLEANING.is_set():  # results.json is being written: let it finish
+            return
         if not fired:
             fired.append(signum)
-            raise Terminated(f"received SIGTERM (signal {signum}); the run was stopped")
+            # A signal can land inside a finaliser or a callback, where Python prints the exception and carries on
+            # (a run then trained on after SIGTERM). Re-deliver it every second until the clean-up has started.
+            threading.Thread(target=_redeliver, args=(signum,), daemon=True, name="sigterm-redeliver").start()
+        raise Terminated(f"received SIGTERM (signal {signum}); the run was stopped")
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
@@ -191,10 +210,12 @@ def _run_context(cfg: DictConfig, task: str) -> Iterator[RunContext]:
         tracker.start(out, resolved, name=f"{task}-{out.name}")
         yield ctx
     except BaseException as exc:
+        _CLEANING.set()
         status, error = ("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"), "".join(
             traceback.format_exception_only(type(exc), exc)).strip()
         raise
     finally:
+        _CLEANING.set()
         _ACTIVE_RUN.reset(token)
         ctx.timings["total"] = round(time.perf_counter() - t0, 3)
         write_results(out, RunResults(
