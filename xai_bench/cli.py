@@ -62,6 +62,8 @@ def _main(task: str) -> None:
             if hc.mode == RunMode.MULTIRUN:
                 raise  # a sweep goes on to its other jobs; Hydra reports the failure at the end
             raise _Reported(exc, hc.runtime.output_dir) from exc
+        if task == "demo":  # its last line: where the report is
+            print(metrics["report"], flush=True)
         return _objective(metrics, cfg.get("optimized_metric"))
 
     sys.argv[0] = task
@@ -115,9 +117,54 @@ def score() -> None:
     _main("score")
 
 
+def report(argv: list[str] | None = None) -> None:
+    """``xai-report <run or sweep dir> [--wandb]``: one table and one self-contained HTML report of every job under
+    the folder (:func:`xai_bench.reports.write_report`); prints the report's path."""
+    import argparse
+    import logging
+
+    from xai_bench.errors import is_user_error
+
+    parser = argparse.ArgumentParser(prog="xai-report", description=report.__doc__.split(":", 1)[1].strip())
+    parser.add_argument("folder", type=Path, help="a run folder (outputs/<task>/<time>), a sweep folder "
+                                                  "(multirun/<task>/<time>) or a folder of either (a demo's)")
+    parser.add_argument("--wandb", choices=("offline", "online"), default=None,
+                        help="also log the tables to W&B (a run of job_type 'report' grouped under the folder's name)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from xai_bench.reports import write_report
+
+    tracker = None
+    try:
+        if args.wandb:
+            from xai_bench.tracking import WandbTracker
+
+            tracker = WandbTracker(mode=args.wandb)
+            folder = args.folder.resolve()
+            tracker.start(folder, {"folder": str(folder)}, name=f"report-{folder.name}", group=folder.name,
+                          job_type="report")
+        written = write_report(args.folder, tracker=tracker)
+    except Exception as exc:
+        if _full_error() or not is_user_error(exc):
+            raise
+        sys.stderr.write(f"error: {_message(exc)}\n")
+        raise SystemExit(2) from None
+    finally:
+        if tracker is not None:
+            tracker.finish()
+    print(written["html"])
+
+
+def demo() -> None:
+    _main("demo")
+
+
 if __name__ == "__main__":  # python -m xai_bench.cli <task> [overrides]
     task = sys.argv.pop(1) if len(sys.argv) > 1 else ""
-    if task not in ("train", "evaluate", "explain", "attack", "score"):
-        raise SystemExit(f"usage: python -m xai_bench.cli train|evaluate|explain|attack|score [overrides]; "
-                         f"got {task!r}")
+    if task == "report":
+        report()
+        raise SystemExit(0)
+    if task not in ("train", "evaluate", "explain", "attack", "score", "demo"):
+        raise SystemExit(f"usage: python -m xai_bench.cli train|evaluate|explain|attack|score|demo [overrides], or "
+                         f"report <folder>; got {task!r}")
     _main(task)

@@ -8,8 +8,8 @@ working. Messages name the config field or the file, and the fix.
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "ConfigError", "DataMissingError", "DiskFullError", "Terminated", "UserError",
-           "is_user_error"]
+__all__ = ["CheckpointError", "ConfigError", "DataMissingError", "DiskFullError", "NoResultsError", "Terminated",
+           "UserError", "is_user_error"]
 
 
 class UserError(Exception):
@@ -30,6 +30,10 @@ class DataMissingError(UserError, FileNotFoundError):
 
 class DiskFullError(UserError, OSError):
     """A write failed for lack of space (``ENOSPC``) or quota (``EDQUOT``)."""
+
+
+class NoResultsError(UserError, FileNotFoundError):
+    """A folder given to a reader of finished runs (``xai-report``) that holds no run."""
 
 
 class Terminated(KeyboardInterrupt):

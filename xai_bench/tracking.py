@@ -17,7 +17,10 @@ class Tracker:
 
     run_dir: Path | None = None
 
-    def start(self, run_dir: Path, config: dict[str, Any], name: str | None = None) -> None:
+    def start(self, run_dir: Path, config: dict[str, Any], name: str | None = None, *, group: str | None = None,
+              job_type: str | None = None) -> None:
+        """Begin a run in ``run_dir``; ``group`` (runs compared together, e.g. one sweep) and ``job_type`` (the task)
+        apply where the backend's own settings leave them open."""
         self.run_dir = run_dir
 
     def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
@@ -46,7 +49,8 @@ class WandbTracker(Tracker):
     """Weights & Biases. ``mode="offline"`` (default) needs no network or account; ``wandb sync`` uploads later.
 
     Args:
-        project, entity, group, tags, name: W&B run metadata.
+        project, entity, group, tags, name: W&B run metadata; ``group=None`` takes the group the task passes to
+            :meth:`start` (a multirun's sweep folder name, so its jobs and its report compare in one view).
         mode: ``offline`` | ``online`` | ``disabled``. ``online`` needs ``WANDB_API_KEY`` or ``wandb login``.
     """
 
@@ -58,15 +62,16 @@ class WandbTracker(Tracker):
             project, entity, group, list(tags), mode, name)
         self._run = None
 
-    def start(self, run_dir: Path, config: dict[str, Any], name: str | None = None) -> None:
+    def start(self, run_dir: Path, config: dict[str, Any], name: str | None = None, *, group: str | None = None,
+              job_type: str | None = None) -> None:
         import wandb
 
         self.run_dir = run_dir
         os.environ.setdefault("WANDB_SILENT", "true")
         try:
-            self._run = wandb.init(project=self.project, entity=self.entity, group=self.group, tags=self.tags,
-                                   mode=self.mode, dir=str(run_dir), config=config, name=self.name or name,
-                                   reinit="finish_previous")
+            self._run = wandb.init(project=self.project, entity=self.entity, group=self.group or group,
+                                   job_type=job_type, tags=self.tags, mode=self.mode, dir=str(run_dir), config=config,
+                                   name=self.name or name, reinit="finish_previous")
         except wandb.errors.UsageError as exc:
             raise RuntimeError(f"W&B could not start with logger.mode={self.mode} ({exc}). Online logging needs "
                                "WANDB_API_KEY or `wandb login`; logger.mode=offline (the default) needs neither, "

@@ -1,4 +1,6 @@
-"""Hydra callbacks: after a multirun of ``attack.py``, one accuracy-vs-ε plot with a curve per (model, attack).
+"""Hydra callbacks: after any multirun, the sweep's report (:class:`ReportCallback`, see
+:mod:`xai_bench.reports.report`); after a multirun of ``attack.py``, one accuracy-vs-ε plot with a curve per
+(model, attack) (:class:`AccuracyVsEpsCallback`).
 
 Registered in ``conf/attack.yaml`` under ``hydra.callbacks`` (Hydra 1.3 instantiates each entry's ``_target_`` and
 calls its ``on_multirun_end(config)`` once every job has returned). Each job's ``results.json`` already holds its
@@ -26,7 +28,7 @@ from xai_bench.utils import atomic_path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AccuracyVsEpsCallback", "collect_sweep"]
+__all__ = ["AccuracyVsEpsCallback", "ReportCallback", "collect_sweep"]
 
 _COLUMNS = ("model", "attack", "norm", "dataset", "eps", "eps_label", "eps_255", "n", "accuracy",
             "attack_success_rate", "flip_rate", "mean_confidence", "job")
@@ -57,6 +59,95 @@ class AccuracyVsEpsCallback(Callback):
         written = collect_sweep(Path(str(config.hydra.sweep.dir)), self.filename)
         for path in written.values():
             log.info("[accuracy_vs_eps] wrote %s", path)
+
+
+class ReportCallback(Callback):
+    """Writes ``<sweep dir>/report.html`` (and ``report/``) when a multirun ends, and logs its tables to W&B when the
+    sweep's ``logger`` is W&B (a run of ``job_type="report"`` in the sweep's group).
+
+    Hydra never calls ``on_multirun_end`` once a job has failed (its sweeper raises after the batch), so from the
+    first failure on the report is rewritten after every job (``on_job_end``). A job that failed before its task
+    could write ``results.json`` (a config error caught at start-up) gets one here, ``status: failed`` with the
+    exception, so every reader sees the failure and why. The first failure leaves a marker file in the sweep folder,
+    so launchers that run ``on_job_end`` in other processes (joblib, submitit, Ray) also keep the report current.
+
+    Args:
+        wandb: log the report's tables to W&B when the sweep's logger is W&B. Default ``True``.
+    """
+
+    MARKER = ".xai_bench_failed_jobs"
+
+    def __init__(self, wandb: bool = True) -> None:
+        self.wandb = wandb
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        from hydra.core.utils import JobStatus
+        from hydra.types import RunMode
+
+        failed = job_return.status == JobStatus.FAILED
+        if failed:
+            _record_failure(config, job_return)
+        if config.hydra.get("mode") != RunMode.MULTIRUN:
+            return
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        marker = sweep_dir / self.MARKER
+        if failed and not marker.exists():
+            marker.write_text("a job of this sweep failed: the report is rewritten after every job\n")
+        if marker.exists():  # on_multirun_end will not come: report what has finished so far
+            self._report(config, sweep_dir, log_to_tracker=False)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._report(config, Path(str(config.hydra.sweep.dir)), log_to_tracker=self.wandb)
+
+    def _report(self, config: DictConfig, sweep_dir: Path, *, log_to_tracker: bool) -> None:
+        from xai_bench.errors import NoResultsError
+        from xai_bench.reports.report import write_report
+
+        tracker = _report_tracker(config, sweep_dir) if log_to_tracker else None
+        try:
+            written = write_report(sweep_dir, tracker=tracker)
+        except NoResultsError as exc:
+            log.warning("[report] %s", exc)
+            return
+        finally:
+            if tracker is not None:
+                tracker.finish()
+        log.info("[report] wrote %s", written["html"])
+
+
+def _record_failure(config: DictConfig, job_return: JobReturn) -> None:
+    """``results.json`` with ``status: failed`` for a job whose task raised before writing its own."""
+    import traceback
+
+    from xai_bench.results import FILENAME, RunResults, write_results
+
+    out = Path(str(config.hydra.runtime.output_dir))
+    if (out / FILENAME).exists():
+        return
+    error = "the job failed before writing results.json"
+    try:
+        job_return.return_value  # re-raises the job's exception
+    except Exception as exc:
+        error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    write_results(out, RunResults(task=str(config.get("task_name") or config.hydra.job.name), status="failed",
+                                  error=error, seed=int(config.get("seed") or 0)))
+
+
+def _report_tracker(config: DictConfig, sweep_dir: Path) -> Any:
+    """A started tracker for the report when the sweep logs to W&B, else ``None``."""
+    from omegaconf import OmegaConf
+
+    node = config.get("logger")
+    if not node or "Wandb" not in str(node.get("_target_", "")):
+        return None
+    from xai_bench.utils import build
+
+    tracker = build(node)
+    overrides = [str(o) for o in config.hydra.overrides.task]
+    tracker.start(sweep_dir, {"sweep_dir": str(sweep_dir), "sweep_overrides": overrides,
+                              "task": OmegaConf.select(config, "task_name")},
+                  name=f"report-{sweep_dir.name}", group=sweep_dir.name, job_type="report")
+    return tracker
 
 
 def collect_sweep(sweep_dir: str | Path, filename: str = "accuracy_vs_eps") -> dict[str, Path]:

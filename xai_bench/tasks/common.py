@@ -120,6 +120,19 @@ class RunContext:
             self.timings[name] = round(time.perf_counter() - t0, 3)
 
 
+def _sweep_context(task: str) -> tuple[str, dict[str, str]]:
+    """The tracker's group — the sweep folder's name in a multirun, so the jobs of one sweep (and the report written
+    after it) compare in one view; else the task — and this job's command-line overrides (the swept values)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return task, {}
+    hc = HydraConfig.get()
+    overrides = dict(str(o).partition("=")[::2] for o in hc.overrides.task)
+    return (Path(str(hc.sweep.dir)).name if hc.mode == RunMode.MULTIRUN else task), overrides
+
+
 def versions() -> dict[str, str]:
     """Installed versions, read from package metadata: nothing is imported here, because this runs in the
     ``finally`` of an interrupted run, where a SIGTERM may have cut a lazy import short (importing torchvision then
@@ -207,7 +220,9 @@ def _run_context(cfg: DictConfig, task: str) -> Iterator[RunContext]:
     token = _ACTIVE_RUN.set(ctx)
     try:
         check_values(cfg)  # values that cannot work fail before any data is loaded, recorded in results.json
-        tracker.start(out, resolved, name=f"{task}-{out.name}")
+        group, overrides = _sweep_context(task)
+        tracker.start(out, {**resolved, "overrides": overrides}, name=f"{task}-{out.name}", group=group,
+                      job_type=task)
         yield ctx
     except BaseException as exc:
         _CLEANING.set()
