@@ -41,6 +41,7 @@ class Job:
     overrides: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     log_tail: str = ""
+    swept: list[str] = field(default_factory=list)
 
     @property
     def task(self) -> str:
@@ -64,9 +65,9 @@ class Job:
     def config(self) -> dict[str, Any]:
         return self.results.config if self.results is not None else {}
 
-    def label(self, swept: list[str]) -> str:
-        """A short name for figures: the swept values of this job (``attack=fgsm · model=a``), else its folder."""
-        parts = [f"{k}={self.overrides[k]}" for k in swept if k in self.overrides]
+    def label(self, swept: list[str] | None = None) -> str:
+        """A short name for figures: the values its sweep varied (``attack=fgsm · model=a``), else its folder."""
+        parts = [f"{k}={self.overrides[k]}" for k in (self.swept if swept is None else swept) if k in self.overrides]
         return " · ".join(parts) if parts else self.name
 
 
@@ -81,6 +82,14 @@ def collect_jobs(root: str | Path) -> list[Job]:
         raise NoResultsError(f"{root}: no such folder; xai-report takes a run or sweep folder written by xai-bench "
                              "(e.g. outputs/train/<timestamp> or multirun/attack/<timestamp>)")
     jobs = [_read_job(root, d) for d in _job_dirs(root)]
+    sweeps: dict[Path, list[Job]] = {}
+    for j in jobs:  # the jobs of one multirun share its folder, where Hydra wrote multirun.yaml
+        if j.path != root and (j.path.parent / "multirun.yaml").is_file():
+            sweeps.setdefault(j.path.parent, []).append(j)
+    for members in sweeps.values():
+        keys = _varied(members)
+        for j in members:
+            j.swept = keys
     if not jobs:
         raise NoResultsError(f"{root}: no results.json and no Hydra job folder (.hydra/) under it, so there is nothing "
                              "to report; point xai-report at the folder a run or sweep wrote (hydra.run.dir or "
@@ -89,15 +98,20 @@ def collect_jobs(root: str | Path) -> list[Job]:
 
 
 def swept_keys(jobs: list[Job]) -> list[str]:
-    """The override keys whose value differs between jobs of one task (what a sweep swept), in first-seen order.
-    Jobs of different tasks (the demo's stages) differ in everything; only what varies within a task is a sweep."""
+    """Every key some multirun under the report's folder varied, in first-seen order (separate runs, like the demo's
+    stages, differ in everything and sweep nothing)."""
+    keys: list[str] = []
+    for j in jobs:
+        keys += [k for k in j.swept if k not in keys]
+    return keys
+
+
+def _varied(jobs: list[Job]) -> list[str]:
+    """The override keys whose value differs between the jobs of one multirun."""
     keys: list[str] = []
     for j in jobs:
         keys += [k for k in j.overrides if k not in keys]
-    by_task: dict[str, list[Job]] = {}
-    for j in jobs:
-        by_task.setdefault(j.task, []).append(j)
-    return [k for k in keys if any(len({j.overrides.get(k) for j in group}) > 1 for group in by_task.values())]
+    return [k for k in keys if len({j.overrides.get(k) for j in jobs}) > 1]
 
 
 def _job_dirs(root: Path) -> list[Path]:

@@ -21,7 +21,7 @@ table{border-collapse:collapse;margin:8px 0;font-size:12.5px}th,td{border:1px so
 text-align:left;vertical-align:top}th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
 figure{margin:12px 0}figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{color:#444;font-size:13px}
 pre{background:#f7f7f7;border:1px solid #e2e2e2;padding:8px;overflow-x:auto;font-size:12px;white-space:pre-wrap}
-details{margin:6px 0}summary{cursor:pointer;color:#0b57d0}
+details{margin:6px 0}summary{cursor:pointer;color:#0b57d0}.scroll{overflow-x:auto;max-width:100%}
 """
 
 _MAX_ROWS_SHOWN = 60  # longer tables are folded (<details>); the CSV beside the report holds them whole
@@ -53,12 +53,13 @@ def render_html(title: str, meta: Sequence[str], sections: Sequence[Section]) ->
             out.append(f'<figure><img alt="{_e(caption)}" src="data:image/png;base64,{data}">'
                        f"<figcaption>{_e(caption)}</figcaption></figure>")
         for name, rows in s.tables:
-            out.append(_html_table(name, rows))
+            # a section with figures shows them first and folds its tables (the figures are drawn from them)
+            out.append(_html_table(name, rows, fold=bool(s.figures) or len(rows) > _MAX_ROWS_SHOWN))
     out.append("</body></html>")
     return "\n".join(out)
 
 
-def _html_table(name: str, rows: list[dict[str, Any]]) -> str:
+def _html_table(name: str, rows: list[dict[str, Any]], fold: bool) -> str:
     if not rows:
         return ""
     cols = _columns(rows)
@@ -74,9 +75,9 @@ def _html_table(name: str, rows: list[dict[str, Any]]) -> str:
         return "<tr>" + "".join(cells) + "</tr>"
 
     body = "".join(tr(r) for r in rows)
-    table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-    if len(rows) > _MAX_ROWS_SHOWN:
-        return f"<details><summary>{_e(name)} ({len(rows)} rows)</summary>{table}</details>"
+    table = f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    if fold:
+        return f"<details><summary>table · {_e(name)} ({len(rows)} rows)</summary>{table}</details>"
     return f"<p><b>{_e(name)}</b></p>{table}"
 
 

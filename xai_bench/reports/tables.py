@@ -124,7 +124,7 @@ def attack_rows(jobs: list[Job], swept: list[str]) -> list[dict[str, Any]]:
 
 def _curve_label(j: Job, swept: list[str]) -> str:
     base = f"{model_name(j)} · {j.metrics.get('attack', '?')}"
-    extra = [f"{k}={v}" for k, v in j.overrides.items() if k in swept and k not in ("model", "attack")
+    extra = [f"{k}={v}" for k, v in j.overrides.items() if k in j.swept and k not in ("model", "attack")
              and v not in base]
     return base + (f" [{', '.join(extra)}]" if extra else "")
 
@@ -164,7 +164,7 @@ def metric_rows(jobs: list[Job], swept: list[str]) -> list[dict[str, Any]]:
         for method, per in table.items():
             for metric, v in per.items():
                 category, hib = metric_facts(metric, nodes.get(metric))
-                rows.append({"label": j.label(swept), "model": model_name(j), "method": method, "metric": metric,
+                rows.append({"label": j.label(), "model": model_name(j), "method": method, "metric": metric,
                              "category": category, "higher_is_better": hib, "mean": _num(v.get("mean")),
                              "se": _num(v.get("se")), "flag": flags.get((method, metric), ""), "job": j.name})
     return rows
@@ -175,7 +175,7 @@ def ranking_rows(jobs: list[Job], swept: list[str]) -> list[dict[str, Any]]:
     rows = []
     for j in jobs:
         for i, r in enumerate((j.metrics.get("ranking") or []) if j.ok and j.task in ("explain", "score") else []):
-            rows.append({"label": j.label(swept), "model": model_name(j), "rank": i + 1, "method": r["method"],
+            rows.append({"label": j.label(), "model": model_name(j), "rank": i + 1, "method": r["method"],
                          "median_rank": _num(r.get("median_rank")), "job": j.name})
     return rows
 
@@ -190,7 +190,7 @@ def corruption_rows(jobs: list[Job], swept: list[str]) -> list[dict[str, Any]]:
             continue
         for key, acc in (corr.get("accuracy") or {}).items():
             name, sev = split_label(str(key))
-            rows.append({"label": j.label(swept), "model": model_name(j), "suite": corr.get("suite", ""),
+            rows.append({"label": j.label(), "model": model_name(j), "suite": corr.get("suite", ""),
                          "corruption": name, "severity": sev,
                          "accuracy": _num(acc), "job": j.name})
     return rows
@@ -205,7 +205,7 @@ def ensemble_accuracy_rows(jobs: list[Job], swept: list[str]) -> list[dict[str, 
             continue
         for key in [k for k in m if k.startswith("top1/")]:
             name = key.removeprefix("top1/")
-            rows.append({"label": j.label(swept), "model": name, "top1": _num(m[key]),
+            rows.append({"label": j.label(), "model": name, "top1": _num(m[key]),
                          "top5": _num(m.get(f"top5/{name}")), "n": m.get("n"), "job": j.name})
     return rows
 
@@ -219,7 +219,7 @@ def uncertainty_rows(jobs: list[Job], swept: list[str]) -> list[dict[str, Any]]:
         m = j.metrics
         if not (j.ok and m.get("members")):
             continue
-        base = {"label": j.label(swept), "job": j.name}
+        base = {"label": j.label(), "job": j.name}
         name = "tables/ensemble_uncertainty.csv"
         file = j.path / name
         if name in (j.results.files if j.results else []) and file.is_file():
@@ -240,7 +240,7 @@ def training_rows(jobs: list[Job], swept: list[str]) -> list[dict[str, Any]]:
     rows = []
     for j in jobs:
         if j.ok and j.task == "train":
-            rows += [{"label": j.label(swept), **h, "job": j.name} for h in j.metrics.get("history") or []]
+            rows += [{"label": j.label(), **h, "job": j.name} for h in j.metrics.get("history") or []]
     return rows
 
 
