@@ -98,7 +98,8 @@ def test_report_gathers_every_kind_of_job(tmp_path):
                          "corrupt", "explain", "ensemble", "explain_oom"}
     assert runs["attack/0_attack=fgsm"]["attack"] == "fgsm"  # the swept value is a column; max_images was not swept
     assert "max_images" not in runs["train"]
-    assert runs["attack/2_attack=pgd_l2"]["status"] == "failed" and "L2 radius" in runs["attack/2_attack=pgd_l2"]["error"]
+    failed = runs["attack/2_attack=pgd_l2"]
+    assert failed["status"] == "failed" and "L2 radius" in failed["error"]
     assert runs["explain_oom"]["status"] == "failed" and runs["explain_oom"]["task"] == "explain"
     assert runs["train"]["model"] == "small_cnn" and runs["corrupt"]["model"] == "checkpoint:train/best"
 
@@ -170,7 +171,8 @@ def test_callback_reports_after_a_failed_job_and_records_its_error(tmp_path):
     _job(tmp_path / "2_seed=2", "train", {"objective": 0.7})
     ok = JobReturn(status=JobStatus.COMPLETED)
     ok.return_value = 0.7
-    ReportCallback().on_job_end(OmegaConf.merge(config, {"hydra": {"runtime": {"output_dir": str(tmp_path / "2_seed=2")}}}), ok)
+    later = OmegaConf.merge(config, {"hydra": {"runtime": {"output_dir": str(tmp_path / "2_seed=2")}}})
+    ReportCallback().on_job_end(later, ok)
     assert "2_seed=2" in (tmp_path / "report" / "runs.csv").read_text()
 
 
@@ -195,8 +197,9 @@ def test_multirun_shares_a_wandb_group_and_logs_the_report_tables(tmp_path, monk
 
     monkeypatch.setattr(wandb, "init", init)
     sweep = tmp_path / "my_sweep"
-    monkeypatch.setattr(sys, "argv", ["train", "-m", "debug=default", "logger=wandb", "trainer.limit_train_batches=2", "scheduler=none",
-                                      "dataset.n_train=64", "dataset.n_val=32", "dataset.n_test=32",
+    monkeypatch.setattr(sys, "argv", ["train", "-m", "debug=default", "logger=wandb", "scheduler=none",
+                                      "trainer.limit_train_batches=2", "dataset.n_train=64", "dataset.n_val=32",
+                                      "dataset.n_test=32",
                                       "optim.lr=0.05,0.1", f"hydra.sweep.dir={sweep}"])
     cli.train()
     jobs = [r for r in runs if r["job_type"] == "train"]
@@ -221,7 +224,8 @@ def test_demo_stage_commands(compose, tmp_path):
     assert attack[3:5] == ["attack", "-m"] and f"model.path={tmp_path}/train/best" in attack
     # extra (the debug preset) after the stage's own overrides, so its sizes win; logger and the demo's group last
     assert attack.index("max_images=2") > attack.index("max_images=256")
-    assert attack[-4:] == ["logger=wandb", f"logger.group={tmp_path.name}", "seed=0", f"hydra.sweep.dir={tmp_path}/attack"]
+    assert attack[-4:] == ["logger=wandb", f"logger.group={tmp_path.name}", "seed=0",
+                           f"hydra.sweep.dir={tmp_path}/attack"]
 
 
 # ------------------------------------------------------------------------------------------------ the demo, for real

@@ -126,7 +126,7 @@ def _record_failure(config: DictConfig, job_return: JobReturn) -> None:
         return
     error = "the job failed before writing results.json"
     try:
-        job_return.return_value  # re-raises the job's exception
+        _ = job_return.return_value  # re-raises the job's exception
     except Exception as exc:
         error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     write_results(out, RunResults(task=str(config.get("task_name") or config.hydra.job.name), status="failed",

@@ -64,7 +64,8 @@ def _headline(job: Job) -> str:
         if not sweep:
             return ""
         last = sweep[-1]
-        return _join(("clean acc", sweep[0].get("accuracy")), (f"acc @ ε={last.get('eps_label')}", last.get("accuracy")))
+        return _join(("clean acc", sweep[0].get("accuracy")),
+                     (f"acc @ ε={last.get('eps_label')}", last.get("accuracy")))
     if job.task == "evaluate" and m.get("members"):
         best = max(((k.removeprefix("top1/"), v) for k, v in m.items() if k.startswith("top1/ensemble")),
                    key=lambda kv: kv[1], default=None)
