@@ -289,3 +289,18 @@ def test_demo_report_renders_in_headless_chromium(demo_run, tmp_path):
     with Image.open(shot) as im:
         pixels = np.asarray(im.convert("L"), dtype=float)
     assert pixels.std() > 10, "the screenshot is blank"
+
+
+def test_a_figure_that_cannot_be_drawn_leaves_the_rest_of_the_report(tmp_path, monkeypatch):
+    from xai_bench import viz
+
+    _fake_study(tmp_path)
+
+    def broken(*args, **kwargs):
+        raise ValueError("no finite mean to rank")
+
+    monkeypatch.setattr(viz, "metrics_heatmap", broken)
+    written = write_report(tmp_path)
+    html = written["html"].read_text()
+    assert "figure <code>metrics_0</code> not drawn (ValueError: no finite mean to rank)" in html
+    assert len(_images(html)) == 5 and "metrics_csv" in written

@@ -1,11 +1,12 @@
 """The report's figures, each drawn only when some job holds its data, from the rows of the report's tables (so a
-figure and its table hold the same numbers). Returns ``(key, caption, figure)`` triples in reading order."""
+figure and its table hold the same numbers). Yields ``(key, caption, draw)`` in reading order; ``draw()`` makes the
+figure, so the caller can keep one figure's failure from costing the whole report."""
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from matplotlib.figure import Figure
@@ -20,33 +21,36 @@ log = logging.getLogger(__name__)
 MAX_PER_KIND = 8  # per-job figures (heat maps, rankings) drawn per kind; the tables hold every job
 
 
-def report_figures(tables: dict[str, list[dict[str, Any]]]) -> Iterator[tuple[str, str, Figure]]:
+Draw = Callable[[], Figure]
+
+
+def report_figures(tables: dict[str, list[dict[str, Any]]]) -> Iterator[tuple[str, str, Draw]]:
     """Every figure the tables support: ``training_curves``, ``accuracy_vs_eps[_l2]``, ``metrics_<i>``,
     ``corruption_<i>``, ``ensemble_accuracy_<i>`` and ``uncertainty_<i>``."""
     if tables.get("training"):
         yield "training_curves", "Training curves of the train jobs (loss and accuracy per epoch).", \
-            _training(tables["training"])
+            lambda: _training(tables["training"])
     yield from _attacks(tables.get("attack") or [])
     for i, (label, rows) in enumerate(_by_job(tables.get("metrics") or [])):
         yield (f"metrics_{i}", f"Explanation methods × metrics for {label}: colour is the method's rank on the metric "
                "(bright = best), text the mean ± standard error over images.",
-               viz.metrics_heatmap(rows, title=label))
+               lambda rows=rows, label=label: viz.metrics_heatmap(rows, title=label))
     for i, (label, rows) in enumerate(_by_job(tables.get("corruption") or [])):
-        fig = _corruption(rows, label)
-        if fig is not None:
-            yield f"corruption_{i}", f"Accuracy under corruptions for {label}.", fig
+        if any(r["corruption"] != "clean" for r in rows):
+            yield (f"corruption_{i}", f"Accuracy under corruptions for {label}.",
+                   lambda rows=rows, label=label: _corruption(rows, label))
     for i, (label, rows) in enumerate(_by_job(tables.get("ensemble_accuracy") or [])):
         yield (f"ensemble_accuracy_{i}", f"Top-1 accuracy of each member and of the ensemble for {label}.",
-               viz.per_model_accuracy_figure([r["model"] for r in rows], [_nan(r["top1"]) for r in rows],
-                                             ylabel="top-1 accuracy", highlight=("ensemble_vote", "ensemble_mean"),
-                                             title=label))
+               lambda rows=rows, label=label: viz.per_model_accuracy_figure(
+                   [r["model"] for r in rows], [_nan(r["top1"]) for r in rows], ylabel="top-1 accuracy",
+                   highlight=("ensemble_vote", "ensemble_mean"), title=label))
     for i, (label, rows) in enumerate(_by_job(tables.get("uncertainty") or [])):
         if all(r.get("entropy") is not None for r in rows):
             yield (f"uncertainty_{i}", f"Images ranked by the ensemble's uncertainty for {label} (most certain "
-                   "first).", uncertainty_ranking([r["image"] for r in rows], [r["entropy"] for r in rows],
-                                                  [_nan(r.get("mutual_information")) for r in rows],
-                                                  correct=[r.get("correct") for r in rows],
-                                                  classes=[r.get("ensemble_class", "") for r in rows], title=label))
+                   "first).", lambda rows=rows, label=label: uncertainty_ranking(
+                       [r["image"] for r in rows], [r["entropy"] for r in rows],
+                       [_nan(r.get("mutual_information")) for r in rows], correct=[r.get("correct") for r in rows],
+                       classes=[r.get("ensemble_class", "") for r in rows], title=label))
 
 
 def _by_job(rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -73,7 +77,7 @@ def _training(rows: list[dict[str, Any]]) -> Figure:
     return training_curves(curves)
 
 
-def _attacks(rows: list[dict[str, Any]]) -> Iterator[tuple[str, str, Figure]]:
+def _attacks(rows: list[dict[str, Any]]) -> Iterator[tuple[str, str, Draw]]:
     curves: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
     for r in rows:
         xs, ys = curves.setdefault(r["norm"], {}).setdefault(r["label"], ([], []))
@@ -85,12 +89,13 @@ def _attacks(rows: list[dict[str, Any]]) -> Iterator[tuple[str, str, Figure]]:
         yield ("accuracy_vs_eps" if linf else f"accuracy_vs_eps_l{norm}",
                f"Robust accuracy against the attack budget ε ({'L∞' if linf else 'L' + norm}), one curve per model "
                "and attack.",
-               viz.accuracy_vs_eps(curves[norm], scale_255=linf, ylabel="robust accuracy",
-                                   xlabel=None if linf else f"ε (L{norm} norm of δ, pixel units; symlog axis)",
-                                   title=f"robust accuracy · {datasets}"))
+               lambda norm=norm, linf=linf: viz.accuracy_vs_eps(
+                   curves[norm], scale_255=linf, ylabel="robust accuracy",
+                   xlabel=None if linf else f"ε (L{norm} norm of δ, pixel units; symlog axis)",
+                   title=f"robust accuracy · {datasets}"))
 
 
-def _corruption(rows: list[dict[str, Any]], label: str) -> Figure | None:
+def _corruption(rows: list[dict[str, Any]], label: str) -> Figure:
     from xai_bench.robustness.corruption_eval import corruption_group, group_order
 
     acc = {(r["corruption"], r["severity"]): _nan(r["accuracy"]) for r in rows}
@@ -103,8 +108,6 @@ def _corruption(rows: list[dict[str, Any]], label: str) -> Figure | None:
         grid = [[acc.get((c, s), math.nan) for s in sevs] for c in graded]
         return viz.corruption_heatmap(grid, graded, sevs, groups=[corruption_group(c) for c in graded], title=head)
     custom = [r for r in rows if r["severity"] is None and r["corruption"] != "clean"]
-    if not custom:
-        return None
     return viz.corruption_bars([r["corruption"] for r in custom], [_nan(r["accuracy"]) for r in custom],
                                clean=clean, title=head)
 

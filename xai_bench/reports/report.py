@@ -86,7 +86,15 @@ def write_report(root: str | Path, *, tracker: Tracker | None = None, title: str
             written["csv" if name == "runs" else f"{name}_csv"] = _write_csv(out / f"{name}.csv", rows)
 
     figures: list[tuple[str, str, bytes]] = []
-    for key, caption, fig in report_figures(tables):
+    notes: list[str] = []
+    for key, caption, draw in report_figures(tables):
+        try:
+            fig = draw()
+        except Exception as exc:  # one figure's odd data must not cost the whole report; its table still holds it
+            log.warning("[report] figure %s not drawn: %s: %s", key, type(exc).__name__, exc)
+            notes.append(f"figure <code>{key}</code> not drawn ({_esc(type(exc).__name__)}: {_esc(exc)}); its "
+                         "table is below")
+            continue
         png = _png(fig)
         _write_bytes(out / "figures" / f"{key}.png", png)
         figures.append((key, caption, png))
@@ -96,7 +104,7 @@ def write_report(root: str | Path, *, tracker: Tracker | None = None, title: str
     meta = [f"{len(jobs)} job(s) under <code>{_esc(root)}</code>: {len(jobs) - len(failed)} finished, "
             f"<span class=\"{'failed' if failed else 'ok'}\">{len(failed)} failed or unfinished</span>",
             f"written {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by xai-report; tables as CSV in "
-            f"<code>{REPORT_DIR}/</code>"]
+            f"<code>{REPORT_DIR}/</code>", *notes]
     written["html"] = root / HTML_NAME
     _write_bytes(written["html"], render_html(title, meta, sections).encode("utf-8"))
     written["md"] = _write_bytes(out / "report.md", _markdown(title, tables, figures).encode("utf-8"))
