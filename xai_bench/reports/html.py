@@ -18,7 +18,7 @@ color:#1b1b1b;padding:0 16px}
 h1{font-size:22px;margin-bottom:4px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd;padding-bottom:4px}
 .meta{color:#555}.ok{color:#1a7f37}.failed,.interrupted{color:#c62828;font-weight:600}
 table{border-collapse:collapse;margin:8px 0;font-size:12.5px}th,td{border:1px solid #d6d6d6;padding:3px 7px;
-text-align:left;vertical-align:top}th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
+text-align:left;vertical-align:top}td:first-child{max-width:380px;overflow-wrap:anywhere}th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
 figure{margin:12px 0}figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{color:#444;font-size:13px}
 pre{background:#f7f7f7;border:1px solid #e2e2e2;padding:8px;overflow-x:auto;font-size:12px;white-space:pre-wrap}
 details{margin:6px 0}summary{cursor:pointer;color:#0b57d0}.scroll{overflow-x:auto;max-width:100%}

@@ -62,7 +62,7 @@ def uncertainty_ranking(
     ax.set_xlim(0, top * 1.35)
     ax.invert_yaxis()
     ax.set_xlabel("nats (most certain at the top)", fontsize=_FONT)
-    ax.legend(fontsize=_FONT - 1, frameon=False, loc="lower right")
+    ax.legend(fontsize=_FONT - 1, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
     ax.spines[["top", "right"]].set_visible(False)
     if title:
         ax.set_title(title, fontsize=_FONT + 1)
