@@ -86,3 +86,50 @@ def test_launcher_configs_compose_with_their_plugins():
         from hydra.core.global_hydra import GlobalHydra
 
         GlobalHydra.instance().clear()
+
+
+# --- Optuna: conf/hparams_search/explain_rise_optuna ------------------------------------------------------------
+@pytest.mark.slow  # three trials in fresh processes: ~20 s on a loaded 2-core machine
+def test_optuna_tunes_rise_for_insertion_auc(tmp_path):
+    """Three trials of the RISE search on tiny settings: each trial explains with RISE only, scores insertion, and
+    returns its mean insertion AUC; the sweeper's best value is the best trial's (none is over the budget here)."""
+    _needs("hydra_optuna_sweeper")
+    import yaml
+
+    sweep = tmp_path / "optuna"
+    env = {**os.environ, "WANDB_MODE": "disabled", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "explain.py", "hparams_search=explain_rise_optuna",
+                           "dataset=synthetic_shapes", "dataset.n_train=0", "dataset.n_val=0", "dataset.n_test=2",
+                           "dataset.image_size=32",
+                           "model=small_cnn", "logger=none", "progress=false", "hydra.sweeper.n_trials=3",
+                           "hydra.sweeper.sampler.n_startup_trials=3", "time_budget.max_s=600",
+                           f"hydra.sweep.dir={sweep}"], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    trials = list(find_results(sweep, task="explain"))
+    assert len(trials) == 3
+    values = []
+    for res in trials:
+        assert res.metrics["methods"] == ["rise"]
+        rise = res.config["attribution"]["rise"]["kwargs"]
+        assert rise["n_masks"] in (250, 500, 1000, 2000, 4000) and 4 <= rise["grid_size"] <= 15
+        values.append(res.metrics["explanation_metrics"]["rise"]["insertion"]["mean"])
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(max(values))
+    assert set(best["best_params"]) == {"attribution.rise.kwargs.n_masks", "attribution.rise.kwargs.grid_size"}
+
+
+def test_objective_reads_nested_metrics_and_applies_the_time_budget():
+    from xai_bench.cli import _objective
+
+    metrics = {"explanation_metrics": {"rise": {"insertion": {"mean": 0.8}}}, "seconds/rise": 12.0,
+               "accuracy@0.0157": 0.5}
+    key = "explanation_metrics.rise.insertion.mean"
+    assert _objective(metrics, key) == 0.8
+    assert _objective(metrics, "accuracy@0.0157") == 0.5  # a flat key with a dot in it
+    budget = {"metric": "seconds/rise", "max_s": 20, "penalty": 0.0}
+    assert _objective(metrics, key, budget) == 0.8
+    assert _objective(metrics, key, {**budget, "max_s": 10}) == 0.0  # over budget: the penalty
+    with pytest.raises(ValueError, match="time_budget.metric='seconds/lime'"):
+        _objective(metrics, key, {**budget, "metric": "seconds/lime"})
+    with pytest.raises(ValueError, match="optimized_metric='explanation_metrics.rise.deletion.mean'"):
+        _objective(metrics, "explanation_metrics.rise.deletion.mean")
