@@ -119,9 +119,9 @@ def test_other_tasks_refuse_torchrun(compose, tmp_path, monkeypatch):
         evaluate.run(cfg)
 
 
-TINY = ["dataset=synthetic_shapes", "dataset.n_train=0", "dataset.n_val=0", "dataset.n_test=7", "max_images=7",
-        "dataset.image_size=32", "model=small_cnn", "logger=none", "progress=false", "batch_size=2",
-        "attribution=[saliency,rise,occlusion]", "attribution.rise.kwargs.n_masks=64",
+DATA = ["dataset=synthetic_shapes", "dataset.n_train=0", "dataset.n_val=0", "dataset.n_test=7", "max_images=7",
+        "dataset.image_size=32", "model=small_cnn", "logger=none", "progress=false", "batch_size=2"]
+TINY = [*DATA, "attribution=[saliency,rise,occlusion]", "attribution.rise.kwargs.n_masks=64",
         "attribution.occlusion.window=8", "attribution.occlusion.stride=8", "metric=[deletion]"]
 
 
@@ -158,3 +158,29 @@ def test_torchrun_two_cpu_ranks_equal_the_single_process_run(tmp_path):
         assert torch.equal(ma[k], mb[k]), k
     assert (single / "tables" / "maps.csv").read_text() == (sharded / "tables" / "maps.csv").read_text()
     assert not (sharded / "shards").exists()  # rank 0 closed the merged store
+
+
+@pytest.mark.slow  # ~15 s: two ranks start, one fails
+def test_a_failing_rank_fails_the_run_instead_of_hanging(tmp_path):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun not found")
+    script = tmp_path / "fail_rank1.py"
+    script.write_text(
+        "import os, sys\n"
+        "import xai_bench.cli\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    from xai_bench.attribution.runner import Explainer\n"
+        "    def boom(self, *args, **kwargs):\n"
+        "        raise RuntimeError('injected failure on rank 1')\n"
+        "    Explainer.attribute = boom\n"
+        "sys.argv[0] = 'explain'\n"
+        "xai_bench.cli.explain()\n")
+    out = tmp_path / "run"
+    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", str(script), *DATA,
+                           "attribution=[saliency]", f"hydra.run.dir={out}"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={**_env(), "PYTHONPATH": str(ROOT)})
+    assert proc.returncode != 0
+    assert "injected failure on rank 1" in proc.stderr + proc.stdout
+    res = json.loads((out / "results.json").read_text())
+    assert res["status"] == "failed" and "another rank stopped" in res["error"]

@@ -258,15 +258,20 @@ def gather_batches(ranks: Ranks, store: Any, state: Mapping[str, Any]
                    ) -> tuple[dict[int, dict[str, torch.Tensor]], list[dict[str, Any]]]:
     """Collect every rank's finished batches on rank 0 and commit them to rank 0's store in batch order.
 
-    Every rank calls this after its share of the loop. A rank that fails never gets here: torchrun then stops the
-    others (and gloo/NCCL end their pending collectives), and rank 0's ``results.json`` says it was interrupted.
+    Every rank calls this after its share of the loop. A rank that fails never gets here: its peers' pending
+    collective fails (gloo: connection closed) and torchrun stops them, so rank 0's ``results.json`` records the
+    failure, pointing at torchrun's output for the failed rank's own error.
 
     Returns:
         On rank 0, (the other ranks' batches: number → tensors, every rank's ``state`` in rank order); on the other
         ranks, ``({}, [])``.
     """
     mine = store.batches if isinstance(store, PeerStore) else {}
-    got = ranks.gather({"batches": mine, "state": dict(state)})
+    try:
+        got = ranks.gather({"batches": mine, "state": dict(state)})
+    except RuntimeError as exc:  # gloo: "Connection closed by peer" when a rank died
+        raise RuntimeError(f"torchrun: another rank stopped before sending its batches (its own error is in "
+                           f"torchrun's output): {exc}") from exc
     if not ranks.is_main or got is None:
         return {}, []
     merged: dict[int, dict[str, torch.Tensor]] = {}
