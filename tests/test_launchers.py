@@ -18,7 +18,7 @@ from xai_bench.results import find_results
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = ["-m", "attribution=saliency,gradcam", "model=timm", "model.arch=test_resnet,test_efficientnet",
          "dataset=synthetic_shapes", "dataset.n_train=0", "dataset.n_val=0", "dataset.n_test=3",
-         "dataset.image_size=32", "logger=none", "progress=false"]
+         "dataset.image_size=32", "metric=[sparseness,deletion]", "logger=none", "progress=false"]
 
 
 def _needs(plugin: str) -> None:
@@ -27,8 +27,8 @@ def _needs(plugin: str) -> None:
 
 
 def _sweep(tmp_path: Path, *launcher: str) -> list[tuple]:
-    """Run the sweep with ``launcher`` overrides; one row per job: model, method, numbers and a checksum of the maps.
-    Rows are sorted, so the order jobs finished in does not matter."""
+    """Run the sweep with ``launcher`` overrides; one row per job: model, method, counts, explanation-metric means
+    and a checksum of the maps. Rows are sorted, so the order jobs finished in does not matter."""
     out = tmp_path / "sweep"
     env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",
            "OMP_NUM_THREADS": "1", "RAY_DEDUP_LOGS": "0"}
@@ -41,16 +41,18 @@ def _sweep(tmp_path: Path, *launcher: str) -> list[tuple]:
         maps = load_file(str(res.path / "maps.safetensors"))
         method = res.metrics["methods"][0]
         digest = hashlib.sha256(maps[method].numpy().tobytes()).hexdigest()[:16]
+        scores = tuple(sorted((k, round(v["mean"], 6)) for k, v in res.metrics["explanation_metrics"][method].items()))
         rows.append((res.config["model"]["arch"], method, res.metrics["n_images"], res.metrics["n_maps"],
-                     tuple(maps["targets"].tolist()), round(float(maps[method].abs().sum()), 4), digest))
+                     tuple(maps["targets"].tolist()), scores, round(float(maps[method].abs().sum()), 4), digest))
     return sorted(rows)
 
 
 @pytest.fixture(scope="module")
 def basic_table(tmp_path_factory):
     rows = _sweep(tmp_path_factory.mktemp("basic"))
-    assert len(rows) == 4 and {r[:2] for r in rows} == {(a, m) for a in ("test_resnet", "test_efficientnet")
-                                                        for m in ("saliency", "gradcam")}
+    assert len(rows) == 4 and all(len(r[5]) == 2 for r in rows)  # sparseness and deletion for every job
+    assert {r[:2] for r in rows} == {(a, m) for a in ("test_resnet", "test_efficientnet")
+                                     for m in ("saliency", "gradcam")}
     return rows
 
 

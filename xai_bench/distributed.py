@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -226,7 +226,7 @@ class PeerStore:
     writes): the batches rank 0 already holds (``done``, from a resumed run), and this rank's finished batches,
     kept in memory until :func:`gather_batches` sends them to rank 0."""
 
-    def __init__(self, done: Iterator[int] | list[int], state: Mapping[str, Any]) -> None:
+    def __init__(self, done: Iterable[int], state: Mapping[str, Any]) -> None:
         self.done = set(done)
         self.batches: dict[int, dict[str, torch.Tensor]] = {}
         self.index: dict[str, Any] = {"state": dict(state)}
