@@ -184,3 +184,29 @@ def test_a_failing_rank_fails_the_run_instead_of_hanging(tmp_path):
     assert "injected failure on rank 1" in proc.stderr + proc.stdout
     res = json.loads((out / "results.json").read_text())
     assert res["status"] == "failed" and "another rank stopped" in res["error"]
+
+
+@pytest.mark.slow  # ~20 s: a killed single-process run, resumed by two ranks
+def test_torchrun_resumes_a_killed_run(tmp_path):
+    """A run killed after two of its four batches, resumed under torchrun: rank 0 carries the two over, the ranks
+    split the rest, and the maps equal an uninterrupted single-process run's."""
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun not found")
+    args = [*DATA, "attribution=[saliency,rise]", "attribution.rise.kwargs.n_masks=64"]
+    full, part, resumed = tmp_path / "full", tmp_path / "part", tmp_path / "resumed"
+    for out, env in ((full, {}), (part, {"XAI_BENCH_FAULT": "2:before:raise"})):
+        subprocess.run([sys.executable, "explain.py", *args, f"hydra.run.dir={out}"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=600, env={**_env(), **env})
+    assert (full / "maps.safetensors").is_file() and (part / "shards" / "index.json").is_file()
+    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "explain.py", *args, f"resume={part}",
+                           f"hydra.run.dir={resumed}"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 finished batch(es) carried over" in proc.stderr + proc.stdout
+    res = json.loads((resumed / "results.json").read_text())
+    assert res["metrics"]["resumed_from"] == str(part) and res["metrics"]["world_size"] == 2
+    ma, mb = load_file(str(full / "maps.safetensors")), load_file(str(resumed / "maps.safetensors"))
+    assert ma.keys() == mb.keys()
+    for k in ma:
+        assert torch.equal(ma[k], mb[k]), k
