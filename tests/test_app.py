@@ -210,3 +210,36 @@ def test_progress_callback_can_cancel(small, tmp_path):
     with pytest.raises(compute.Cancelled):
         compute.explain(lm, ims, ["saliency", "occlusion"], {"occ_window": 8, "occ_stride": 4}, progress=cancel)
     assert "saliency" in seen
+
+
+def test_sessions_are_isolated_and_cleaned_up():
+    pytest.importorskip("gradio")
+    from types import SimpleNamespace
+
+    from xai_bench.app import ui
+
+    a, b = SimpleNamespace(session_hash="test-a"), SimpleNamespace(session_hash="test-b")
+    sa, sb = ui._session(a), ui._session(b)
+    assert sa["dir"] != sb["dir"] and sa["dir"].is_dir() and sb["dir"].is_dir() and ui._session(a) is sa
+    sa["cancel"].set()
+    assert not sb["cancel"].is_set()
+    for r, s in ((a, sa), (b, sb)):
+        ui._end_session(r)
+        assert not s["dir"].exists()
+    assert "test-a" not in ui._SESSIONS
+
+
+def test_handlers_show_messages_not_tracebacks(tmp_path):
+    pytest.importorskip("gradio")
+    from types import SimpleNamespace
+
+    from xai_bench.app import ui
+
+    req = SimpleNamespace(session_hash="test-handlers")
+    try:
+        info, _, _ = ui.on_load_model("run folder", "efficientnet_lite0", str(tmp_path / "nope"), None, "", None, req)
+        assert info.startswith("Error: run folder") and "does not exist" in info
+        status, *_ = ui.on_stress("saliency", 0, "fgsm", 8, "none", 0, "all", 0.5, req)
+        assert status.startswith("Error: explain first")
+    finally:
+        ui._end_session(req)

@@ -94,6 +94,17 @@ def click_label(driver, elem_id: str, text: str) -> None:
     raise AssertionError(f"no option {text!r} in #{elem_id}")
 
 
+def set_slider(driver, label: str, value: float) -> None:
+    """Move a slider as a drag would: set its range input and fire the events the page listens to."""
+    from selenium.webdriver.common.by import By
+
+    slider = driver.find_element(By.CSS_SELECTOR, f"input[type=range][aria-label='range slider for {label}']")
+    driver.execute_script(
+        "arguments[0].value = arguments[1];"
+        "for (const e of ['input', 'change']) arguments[0].dispatchEvent(new Event(e, {bubbles: true}));"
+        "arguments[0].dispatchEvent(new PointerEvent('pointerup', {bubbles: true}));", slider, value)
+
+
 @pytest.fixture(scope="module")
 def page(browser, app_url):
     browser.get(app_url)
@@ -124,10 +135,7 @@ def test_explain_two_methods_scores_and_epsilon_changes_the_prediction(page, tmp
     assert "maps.safetensors" in text_of(page, "downloads")
 
     # the ε slider: FGSM at 8/255 pushes EfficientNet-Lite0 off 'espresso' (it already does at 4/255)
-    slider = page.find_element(By.CSS_SELECTOR, "#eps input[type=range]")
-    page.execute_script("arguments[0].value = 8; arguments[0].dispatchEvent(new Event('input', {bubbles: true}));"
-                        "arguments[0].dispatchEvent(new Event('change', {bubbles: true}));"
-                        "arguments[0].dispatchEvent(new PointerEvent('pointerup', {bubbles: true}));", slider)
+    set_slider(page, "ε × 255", 8)  # the slider's release runs the stress test
     pred = wait_for(page, "stress_pred", lambda t: "prediction" in t, timeout=60)
     assert "clean: espresso" in pred and "fgsm ε = 8/255" in pred and "prediction CHANGED" in pred, pred
     assert "Spearman" in pred
@@ -155,6 +163,34 @@ def test_pickle_upload_is_refused_and_nothing_runs(page, tmp_path):
     click_label(page, "source", "zoo")
 
 
+def test_stop_cancels_a_long_method(page):
+    from selenium.webdriver.common.by import By
+
+    from xai_bench.app import ui
+
+    # untick the previous test's pair; occlusion with a 16-px window every 8 px is 2 × 729 patches, ~90 batches of 16
+    # forward passes (minutes on 2 cores); Stop takes effect at the next batch
+    for name in ("saliency", "input_x_gradient", "occlusion"):
+        click_label(page, "methods", name)
+    page.find_element(By.XPATH, "//*[@id='settings']//*[normalize-space(text())='method settings']").click()
+    time.sleep(0.5)
+    set_slider(page, "Occlusion window (px)", 16)
+    set_slider(page, "Occlusion stride (px)", 8)
+    page.find_element(By.ID, "explain").click()
+    end = time.monotonic() + 30
+    while not any(s.get("running") for s in ui._SESSIONS.values()):
+        assert time.monotonic() < end, "the explain run never started"
+        time.sleep(0.2)
+    time.sleep(1.0)
+    page.find_element(By.ID, "stop").click()
+    wait_for(page, "status", lambda t: t.startswith(("Stopping", "Cancelled")), timeout=15)
+    stopped = time.monotonic()
+    while any(s.get("running") for s in ui._SESSIONS.values()):
+        assert time.monotonic() < stopped + 20, "Stop did not end the computation"
+        time.sleep(0.2)
+    assert [s.get("outcome") for s in ui._SESSIONS.values()] == ["Cancelled"]  # a full run takes minutes
+
+
 def test_corrupt_image_gives_a_clear_error(page, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
@@ -162,3 +198,4 @@ def test_corrupt_image_gives_a_clear_error(page, tmp_path):
     status = wait_for(page, "status", lambda t: "broken.png" in t)
     assert status.startswith("Error: cannot decode image broken.png"), status
     assert "Traceback" not in page.page_source
+

@@ -248,6 +248,9 @@ def explain_steps(model: LoadedModel, images: ImageSet, methods: Sequence[str],
     from xai_bench.tasks.setup import check_against_model
     from xai_bench.utils import resolve_device, seed_everything
 
+    settings = dict(settings or {})
+    if settings.get("layer") == getattr(model.model, "default_layer", None):
+        settings.pop("layer")  # the model's own default: the command stays short
     overrides = [*model.overrides, *images.overrides, *method_overrides(methods, settings),
                  f"target={'predicted' if target is None else f'[{int(target)}]'}"]
     if metrics:

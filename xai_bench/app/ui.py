@@ -143,6 +143,7 @@ def on_explain(source, zoo, run_dir, ckpt, arch, ncls, files, samples, methods, 
     """A generator: the page shows each method's maps as soon as they are made, then the scores."""
     s = _session(request)
     s["cancel"].clear()
+    s["running"] = True  # until the work ends: finished, failed or cancelled (the tests watch it)
     settings = {"ig_steps": ig_steps, "ig_baseline": ig_baseline, "occ_window": occ_window, "occ_stride": occ_stride,
                 "lime_samples": lime_samples, "lime_segments": lime_segments, "rise_masks": rise_masks,
                 "rise_grid": rise_grid, "rise_p": rise_p, "sg_noise": sg_noise, "forgrad_sigma": forgrad_sigma,
@@ -176,12 +177,14 @@ def on_explain(source, zoo, run_dir, ckpt, arch, ncls, files, samples, methods, 
         (out / "command.txt").write_text(result.command + "\n")
         table = compute.score_table(result) if result.scores else None
         done = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
+        s["running"], s["outcome"] = False, "done"
         yield (f"Done: {len(result.maps)} method(s) on {len(ims.names)} image(s): {done}",
                compute.stack_figures([p for p, _ in gallery], out / "maps.png"),
                table if table is not None else nothing, result.command,
                [str(maps_path), str(out / "command.txt"), *[p for p, _ in gallery]],
                gr.update(choices=list(result.maps), value=next(iter(result.maps))))
     except Exception as exc:
+        s["running"], s["outcome"] = False, type(exc).__name__
         yield _message(exc), nothing, nothing, nothing, nothing, nothing
 
 
@@ -255,7 +258,7 @@ def build_app() -> Any:
                                      label="target class (type to search)", elem_id="target")
                 metric_box = gr.Dropdown(metrics, value=list(DEFAULT_METRICS), multiselect=True,
                                          label="explanation metrics", elem_id="metrics")
-        with gr.Accordion("method settings", open=False):
+        with gr.Accordion("method settings", open=False, elem_id="settings"):
             with gr.Row():
                 ig_steps = gr.Slider(2, 128, value=16, step=1, label="IG steps")
                 ig_baseline = gr.Dropdown(["zeros", "constant", "blurred", "uniform"], value="zeros",
