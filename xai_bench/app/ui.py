@@ -22,6 +22,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+# offline: no telemetry and no update check (read when gradio is imported)
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
 import gradio as gr
 
 from xai_bench.app import compute, stress
@@ -283,7 +286,8 @@ def build_app() -> Any:
         maps = gr.Image(label="maps (one row per image × method; figures in the downloads)", type="filepath",
                         elem_id="maps", format="png")
         scores = gr.Dataframe(label="explanation metrics per map (↑ higher is better, ↓ lower)", elem_id="scores")
-        explain_cmd = gr.Code(label="the same maps from the command line", language="shell", elem_id="explain_cmd")
+        explain_cmd = gr.Code(label="the same maps from the command line", language="shell", elem_id="explain_cmd",
+                              wrap_lines=True)
         downloads = gr.File(label="downloads: maps.safetensors, command, figures", file_count="multiple",
                             elem_id="downloads")
         gr.Markdown("### 4 · Stress: attack and corrupt, then explain again")
@@ -299,7 +303,8 @@ def build_app() -> Any:
             stress_img = gr.Image(label="clean vs perturbed", type="filepath", elem_id="stress_figure")
             with gr.Column():
                 stress_pred = gr.Markdown(elem_id="stress_pred")
-                stress_cmd = gr.Code(label="command line", language="shell", elem_id="stress_cmd")
+                stress_cmd = gr.Code(label="command line", language="shell", elem_id="stress_cmd",
+                                     wrap_lines=True)
 
         model_inputs = [source, zoo, run_dir, ckpt, arch, ncls]
         load_btn.click(on_load_model, model_inputs, [model_info, target, layer])
@@ -325,12 +330,12 @@ def build_app() -> Any:
 
 def main(argv: list[str] | None = None) -> None:
     """``xai-app [--host 127.0.0.1] [--port 7860]``: serve the app on this machine (offline)."""
-    parser = argparse.ArgumentParser(prog="xai-app", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="xai-app", description="The xai-bench web app: explain, score and "
+                                     "stress-test an image classifier in the browser (localhost, offline).")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: localhost only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--max-file-size", default=MAX_FILE_SIZE, help=f"upload limit (default {MAX_FILE_SIZE})")
     args = parser.parse_args(argv)
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no telemetry, no update check
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("WANDB_MODE", "disabled")
     os.environ.setdefault("MPLBACKEND", "Agg")
