@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 
 MAX_FILE_SIZE = "512mb"  # per upload (checkpoints); images are limited again to loading.MAX_IMAGE_BYTES
 _SESSIONS: dict[str, dict[str, Any]] = {}
+# Explaining and stress tests seed torch's global generator the way explain.py does (LIME, SmoothGrad, PGD draw from
+# it): two sessions computing at once would interleave their draws, so these events queue one at a time (Stop and
+# uploads stay responsive).
+_ONE_AT_A_TIME: dict[str, Any] = {"concurrency_limit": 1, "concurrency_id": "compute"}
 _LOCK = threading.Lock()
 
 INTRO = """# xai-bench
@@ -316,13 +320,13 @@ def build_app() -> Any:
             [*model_inputs, files, samples, method_box, target, metric_box, view, alpha, ig_steps, ig_baseline,
              occ_window, occ_stride, lime_samples, lime_segments, rise_masks, rise_grid, rise_p, sg_noise,
              forgrad_sigma, layer],
-            [status, maps, scores, explain_cmd, downloads, stress_method])
+            [status, maps, scores, explain_cmd, downloads, stress_method], **_ONE_AT_A_TIME)
         stop_btn.click(on_stop, None, status, cancels=[run])
         stress_inputs = [stress_method, row, attack, eps, corruption, severity, view, alpha]
         stress_outputs = [status, stress_img, stress_pred, stress_cmd]
-        stress_btn.click(on_stress, stress_inputs, stress_outputs)
-        eps.release(on_stress, stress_inputs, stress_outputs)
-        severity.release(on_stress, stress_inputs, stress_outputs)
+        stress_btn.click(on_stress, stress_inputs, stress_outputs, **_ONE_AT_A_TIME)
+        eps.release(on_stress, stress_inputs, stress_outputs, **_ONE_AT_A_TIME)
+        severity.release(on_stress, stress_inputs, stress_outputs, **_ONE_AT_A_TIME)
         demo.load(on_load_model, model_inputs, [model_info, target, layer]).then(**image_event)
         demo.unload(_end_session)
     return demo
