@@ -149,6 +149,8 @@ def test_a_bad_layer_is_a_message_not_a_traceback(small, tmp_path):
     ims = compute.load_images(lm, [str(_photo(tmp_path / "a.png"))], None, work)
     with pytest.raises(AppError, match="nope"):
         compute.explain(lm, ims, ["gradcam"], {"layer": "nope"})
+    with pytest.raises(AppError, match="out of range"):
+        compute.explain(lm, ims, ["saliency"], target=7)
 
 
 # ---- maps, scores, stress ----------------------------------------------------------------------------------------

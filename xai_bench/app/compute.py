@@ -267,8 +267,11 @@ def explain_steps(model: LoadedModel, images: ImageSet, methods: Sequence[str],
     x = images.images.to(device)
     with torch.no_grad():
         probs = m(x).float().softmax(1).cpu()
-    targets = resolve_targets(cfg.target, probs, images.labels, images.names, num_classes=probs.shape[1],
-                              top_k=int(cfg.get("top_k", 1)))
+    try:
+        targets = resolve_targets(cfg.target, probs, images.labels, images.names, num_classes=probs.shape[1],
+                                  top_k=int(cfg.get("top_k", 1)))
+    except ValueError as exc:
+        raise AppError(str(exc)) from None
     n, t = targets.shape
     xx, flat_t = expand_targets(x, targets)
     result = ExplainResult(xx.cpu(), flat_t.cpu(), torch.arange(n).repeat_interleave(t), images.names,
@@ -287,7 +290,10 @@ def explain_steps(model: LoadedModel, images: ImageSet, methods: Sequence[str],
         # file=StringIO: the bars' text goes nowhere; the callback carries the progress to the page
         with progress_reporting(enabled=True, callback=callback, file=io.StringIO()), \
                 _captum_progress(explainer, True):
-            maps = explainer.attribute(x, targets)
+            try:
+                maps = explainer.attribute(x, targets)
+            except (ValueError, NotImplementedError) as exc:  # the library's refusals name the setting to change
+                raise AppError(f"{name}: {exc}") from None
         result.seconds[name] = time.perf_counter() - t0
         result.maps[name] = maps.flatten(0, 1).float().cpu()
         result.signed[name] = bool(explainer.facts.signed)
