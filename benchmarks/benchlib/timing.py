@@ -165,11 +165,11 @@ def measure_roofline(model: nn.Module, shape: tuple[int, int, int], batch_sizes:
         x = torch.rand(bs, *shape, device=device)
         for fmt in ("nchw", "channels_last"):
             with _memory_format(model, fmt == "channels_last"):
-                def forward() -> None:
+                def forward(x: Tensor = x) -> None:
                     with fast_forward(model, device, channels_last=False, amp=amp):
                         model(x)
 
-                def forward_backward() -> None:
+                def forward_backward(x: Tensor = x) -> None:
                     xg = x.clone().requires_grad_(True)
                     cast = torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" \
                         else contextlib.nullcontext()
