@@ -66,7 +66,10 @@ def run_regime(cfg: DictConfig, name: str, device: torch.device) -> dict[str, An
     model = Counted(compile_model(base, enabled=bool(cfg.compile)) if cfg.compile else base)
     size = int(rc.size)
     # the batch size our operations start from is always a candidate, so efficiency compares like with like
-    sizes = sorted({int(b) for b in rc.batch_sizes} | {default_batch_size(base, (3, size, size), device)})
+    sizes = {int(b) for b in rc.batch_sizes}
+    if cfg.roofline_default_batch:
+        sizes.add(default_batch_size(base, (3, size, size), device))
+    sizes = sorted(sizes)
     roof = measure_roofline(model.inner, (3, size, size), sizes, device, amp=cfg.amp)
     log.info("%s regime: %s at %d², roofline over batch sizes %s", name, rc.model, size, sizes)
     n_needed = max(int(rc.images), 1)
