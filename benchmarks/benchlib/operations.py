@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -372,7 +373,13 @@ def op_metrics(ctx: Context) -> dict[str, Any]:
         if not (ctx.peers and have("quantus")):
             return {"regime": ctx.regime, "operation": "explanation metrics", "work": "", "ours_s": None,
                     "note": "skipped: quantus not installed (pip install -e '.[bench]')"}
-        res = bench_metrics.run_small(args)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.WARNING)  # Quantus logs one INFO line per model call on the root logger
+        try:
+            res = bench_metrics.run_small(args)
+        finally:
+            root.setLevel(level)
         t = res["total"]
         agree = sum(r["agree"] for r in res["rows"])
         ours = Timing(t["ours_s"], float("nan"))

@@ -58,8 +58,8 @@ CONFIG_KEYS = (
 )
 CHANNEL_REDUCTIONS = ("sum", "abs_sum", "max_abs", "mean")
 NOISE_TUNNEL_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
-# images per forward pass inside attribute(): perturbations_per_eval null → from the device and input size; both are
-# halved on out-of-memory errors once one image per call still does not fit
+# images per forward pass inside attribute(): null in a YAML → from the device and input size (batching.py); both
+# are halved on out-of-memory errors once one image per call still does not fit
 INNER_BATCH_KEYS = ("perturbations_per_eval", "internal_batch_size")
 _CAPTUM_CHATTER = ("Input Tensor 0 did not already require gradients", "Setting backward hooks on ReLU activations")
 
@@ -226,8 +226,9 @@ class Explainer:
             kwargs["strides"] = (c, min(stride, win_h), min(stride, win_w))
         per_call = 1 if self.facts.one_image_per_call else x.shape[0]
         for key in INNER_BATCH_KEYS:
-            if key in kwargs and kwargs[key] is None and key == "perturbations_per_eval":
-                kwargs[key] = max(1, default_batch_size(self.model, (c, h, w), x.device) // per_call)
+            if key in kwargs and kwargs[key] is None:  # per image (Captum's perturbations) or in all (IG's)
+                size = default_batch_size(self.model, (c, h, w), x.device)
+                kwargs[key] = max(1, size // per_call) if key == "perturbations_per_eval" else size
             if key in self._inner_limits and kwargs.get(key) is not None:
                 kwargs[key] = min(int(kwargs[key]), self._inner_limits[key])
         if self.facts.one_image_per_call and x.shape[0] > 1:
