@@ -79,7 +79,7 @@ def test_cpu_batch_size_rule_caps_large_images_at_16():
     model = tiny_cnn()
     assert default_batch_size(model, (3, 224, 224), "cpu") == 16
     assert default_batch_size(model, (3, 32, 32), "cpu") == 128
-    assert default_batch_size(model, (3, 64, 64), "cpu") == 128 // 1  # below 96²: the 4 M-value rule, capped at 128
+    assert default_batch_size(model, (3, 64, 64), "cpu") == 128  # below 96²: the 4 M-value rule (341), capped
 
 
 @pytest.mark.parametrize("name", ["occlusion", "feature_ablation", "rise", "lime", "kernel_shap"])

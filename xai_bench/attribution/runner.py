@@ -29,7 +29,6 @@ upsampling, ForGrad, channel reduction and batching.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import inspect
 import warnings
@@ -41,7 +40,7 @@ import torch.nn.functional as F
 from captum.attr import NoiseTunnel
 from torch import Tensor, nn
 
-from xai_bench.accel import fast_forward
+from xai_bench.accel import channels_last_weights, fast_forward
 from xai_bench.batching import call_halving_inner, default_batch_size, run_batched
 from xai_bench._compat import deeplift_nonlinearities
 from xai_bench.attribution.base import FACT_NAMES, MethodFacts, method_facts
@@ -155,9 +154,9 @@ class Explainer:
                 extras = {k: (v if k == "_distribution" else v.repeat_interleave(t_per_image, 0))
                           for k, v in extras.items()}
             size = batch_size or self.batch_size or x.shape[0]
-            # forward-only methods: inference mode and channels_last weights (undone on exit), see accel.py
-            fast = fast_forward(self.model, images.device) if self.facts.forward_only else contextlib.nullcontext()
-            with fast:
+            # channels_last weights (undone on exit); forward-only methods also run in inference mode (accel.py)
+            fast = fast_forward if self.facts.forward_only else channels_last_weights
+            with fast(self.model, images.device):
                 maps = run_batched(lambda s: self._attribute_batch(x[s], flat_t[s], extras, s), x.shape[0], size)
             if maps.is_inference():
                 maps = maps.clone()  # a normal tensor again, so callers may update it in place
