@@ -165,3 +165,30 @@ def test_images_then_inner_batch_halve_for_ig(attribution_node):
     ref = build_attribution(cfg, model).attribute(x, [0, 1, 2, 0])
     out = build_attribution(cfg, FakeOOM(model, limit=6)).attribute(x, [0, 1, 2, 0])
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-6)
+
+
+def test_attacks_and_gradient_methods_run_channels_last_with_the_same_results(monkeypatch, attribution_node):
+    import contextlib
+
+    import xai_bench.attribution.runner as runner
+    import xai_bench.robustness.attacks.base as attack_base
+    from xai_bench.robustness.attacks import FGSM
+
+    model = tiny_cnn()
+    x = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    seen = []
+    hook = model.net[0].register_forward_pre_hook(
+        lambda m, i: seen.append(m.weight.is_contiguous(memory_format=torch.channels_last)))
+    fast = FGSM(model).sweep(x, y, [0, 2 / 255, 8 / 255])
+    ig = build_attribution(attribution_node("integrated_gradients"), model)
+    fast_ig = ig.attribute(x, y)
+    assert seen and all(seen) and model.net[0].weight.is_contiguous()  # NHWC inside, restored after
+    hook.remove()
+    off = lambda *a, **k: contextlib.nullcontext()
+    monkeypatch.setattr(attack_base, "channels_last_weights", off)
+    monkeypatch.setattr(runner, "channels_last_weights", off)
+    slow = FGSM(model).sweep(x, y, [0, 2 / 255, 8 / 255])
+    torch.testing.assert_close(fast["logits"], slow["logits"], rtol=1e-5, atol=1e-5)
+    assert torch.equal(fast["preds"], slow["preds"])
+    torch.testing.assert_close(fast_ig, ig.attribute(x, y), rtol=1e-4, atol=1e-6)
