@@ -70,6 +70,12 @@ def test_fast_forward_restores_layout_when_the_work_raises():
     assert model.net[0].weight.is_contiguous()
 
 
+def test_a_plain_function_as_model_is_left_alone():
+    fn = lambda x: x.flatten(1)[:, :3]
+    with fast_forward(fn, "cpu"):
+        assert fn(torch.rand(2, 3, 4, 4)).shape == (2, 3)
+
+
 def test_compile_model_is_off_on_cpu_by_default():
     model = tiny_cnn()
     assert compile_model(model) is model and compile_model(model, enabled=False) is model

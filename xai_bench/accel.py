@@ -19,7 +19,8 @@ compilation costs seconds to minutes and pays only over long runs.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -61,7 +62,7 @@ def _restore(changed: list[tuple[nn.Module, str]]) -> None:
 
 
 @contextlib.contextmanager
-def channels_last_weights(model: nn.Module | None, device: str | torch.device | None = None,
+def channels_last_weights(model: nn.Module | Callable[..., Any] | None, device: str | torch.device | None = None,
                           enabled: bool | None = None) -> Iterator[None]:
     """NHWC weights for the block (``None``: when :func:`channels_last_pays`), restored on exit; grad mode untouched.
 
@@ -69,7 +70,8 @@ def channels_last_weights(model: nn.Module | None, device: str | torch.device | 
     float rounding. Weights that are channels_last already (a model trained so on a GPU) are left as they are.
     """
     changed: list[tuple[nn.Module, str]] = []
-    if model is not None and (enabled if enabled is not None else channels_last_pays(model, device)):
+    # a plain function (some callers pass one as the model) has no weights to convert
+    if isinstance(model, nn.Module) and (enabled if enabled is not None else channels_last_pays(model, device)):
         changed = to_channels_last(model)
     try:
         yield
@@ -78,7 +80,7 @@ def channels_last_weights(model: nn.Module | None, device: str | torch.device | 
 
 
 @contextlib.contextmanager
-def fast_forward(model: nn.Module | None, device: str | torch.device | None = None, *,
+def fast_forward(model: nn.Module | Callable[..., Any] | None, device: str | torch.device | None = None, *,
                  channels_last: bool | None = None, amp: bool = False, inference: bool = True) -> Iterator[None]:
     """Run forward-only work on ``model`` fast; everything is undone on exit.
 
@@ -90,7 +92,8 @@ def fast_forward(model: nn.Module | None, device: str | torch.device | None = No
         inference: ``torch.inference_mode`` (tensors made inside are inference tensors: clone them before an
             in-place update outside the block); ``False`` uses ``torch.no_grad``.
     """
-    dev = torch.device(device) if device is not None else (_device_of(model) if model is not None else None)
+    dev = torch.device(device) if device is not None else (
+        _device_of(model) if isinstance(model, nn.Module) else None)
     grad_mode = torch.inference_mode() if inference else torch.no_grad()
     cast = (torch.autocast("cuda", dtype=torch.bfloat16) if amp and dev is not None and dev.type == "cuda"
             else contextlib.nullcontext())
