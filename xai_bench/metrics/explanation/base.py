@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from xai_bench.accel import fast_forward
+from xai_bench.accel import channels_last_weights, fast_forward
 from xai_bench.batching import AdaptiveBatcher, default_batch_size
 from xai_bench.checks import as_class_indices, check_images, eval_mode
 from xai_bench.registry import Registry
@@ -94,7 +94,8 @@ class ExplanationMetric:
             raise ValueError(f"{self.name} needs the model")
         if self.needs_explainer and explainer is None:
             raise ValueError(f"{self.name} re-explains perturbed inputs and needs the explainer")
-        with eval_mode(model):
+        # NHWC weights once for the whole metric, so that its many model_scores calls need not convert each time
+        with eval_mode(model), channels_last_weights(model):
             out, details = self.score_details(model, images, targets, maps, masks=masks, explainer=explainer)
         out = out.detach().float().cpu()
         if out.shape != (n,):
