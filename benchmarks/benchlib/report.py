@@ -24,6 +24,11 @@ def environment(device: torch.device) -> dict[str, Any]:
             "device": f"{device.type}: {name}", "threads": torch.get_num_threads(), "versions": versions}
 
 
+def _setting(node: dict[str, Any]) -> str:
+    flat = {**{k: v for k, v in node.items() if k != "kwargs"}, **node.get("kwargs", {})}
+    return ", ".join(f"{k}={v}" for k, v in flat.items())
+
+
 def _f(v: Any, spec: str) -> str:
     return "—" if v is None or v != v else format(v, spec)
 
@@ -60,13 +65,14 @@ def markdown(result: dict[str, Any]) -> str:
         q = result["quality"]
         lines += ["## Quality per cost: insertion AUC vs forward passes", "",
                   f"{q['model']}; {q['images']} images. Figure: `{q.get('figure', '')}`", "",
-                  "| method | setting | passes / image | insertion AUC (± s.e.) |", "|---|---|---:|---:|"]
+                  "| method | setting | passes / image | insertion AUC (± s.e. over images) |", "|---|---|---:|---:|"]
         for method, pts in q["curves"].items():
             for p in pts:
-                lines.append(f"| {method} | {p['setting']} | {p['passes_per_image']:.0f} | "
+                lines.append(f"| {method} | {_setting(p['setting'])} | {p['passes_per_image']:.0f} | "
                              f"{p['insertion_auc']:.3f} ± {p['insertion_se']:.3f} |")
         lines.append("")
     lines += ["Efficiency = (forward images × best forward time per image + forward+backward images × best "
               "forward+backward time per image) / our time; speed-up = peer time / our time. Peak memory: CUDA "
-              "allocated, or on CPU the process's resident memory above its level at the start of the operation.", ""]
+              "allocated; on CPU the growth of the process's resident memory during the operation, a lower bound "
+              "(memory the allocator already holds from earlier operations is not counted again).", ""]
     return "\n".join(lines)
