@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 install: $(VENV)/.installed
 
 run: install
-	$(PY) train.py $(ARGS)
+	$(PY) -m xai_bench.cli demo $(ARGS)
 
 test: install
 	$(PY) -m pytest -q $(ARGS)
@@ -30,7 +30,7 @@ lint: install
 	$(VENV)/bin/lint-imports
 
 bench: install
-	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	$(PY) benchmarks/run.py $(ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache
