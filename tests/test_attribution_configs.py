@@ -52,7 +52,10 @@ def images(n: int = 2, size: int = 32) -> torch.Tensor:
 def run(cfg, model, x, target, seed: int = 0) -> torch.Tensor:
     seed_everything(seed)  # GradientSHAP also draws from NumPy's global RNG
     model.train()
-    explainer = build_attribution(cfg, model)
+    # baseline: data (Expected Gradients, DeepLIFT-SHAP) takes a background set; explain.py draws it from the
+    # training split, here a fixed set of images of the same shape
+    background = images(6, x.shape[-1]) if cfg.get("baseline") == "data" else None
+    explainer = build_attribution(cfg, model, background=background)
     assert model.training  # building leaves the caller's mode alone (it used to switch the model to eval for good)
     # attribute() must evaluate in eval mode and then restore the caller's mode
     return explainer.attribute(x, target)

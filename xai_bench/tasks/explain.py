@@ -34,6 +34,7 @@ from xai_bench.checks import safe_name
 from xai_bench.data import make_loader
 from xai_bench.resume import ShardStore, results_config
 from xai_bench.progress import ProgressBar, progress_reporting
+from xai_bench.tasks._background import draw_background, needs_background
 from xai_bench.tasks.common import RunContext, run_context
 from xai_bench.tasks.setup import build_data, build_model
 from xai_bench.utils import build, save_safetensors, seed_everything
@@ -81,8 +82,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         x, flat_t = expand_targets(images, targets)  # row r = image r // t, class flat_t[r]
         image_index = torch.arange(n).repeat_interleave(t)
 
+        backgrounds = {key: draw_background(data, node, key, ctx.device) for key, node in methods.items()
+                       if needs_background(node)}  # baseline: data (Expected Gradients, DeepLIFT-SHAP)
         maps, signed, styles, explainers = _attribute_all(ctx, model, methods, images, targets, names, image_index,
-                                                          fig_cfg, store)
+                                                          fig_cfg, store, backgrounds)
         if store.resumed_from is not None:
             ctx.metrics["resumed_from"] = str(store.resumed_from)
         x_cpu = x.detach().float().cpu()
@@ -212,8 +215,8 @@ def _load_and_predict(model: nn.Module, ds: Any, cfg: DictConfig, device: torch.
 
 
 def _attribute_all(ctx: RunContext, model: nn.Module, methods: dict[str, DictConfig], images: Tensor,
-                   targets: Tensor, names: list[str], image_index: Tensor, fig_cfg: Any, store: ShardStore
-                   ) -> tuple[dict[str, Tensor], dict[str, bool], dict[str, str], dict[str, Explainer]]:
+                   targets: Tensor, names: list[str], image_index: Tensor, fig_cfg: Any, store: ShardStore,
+                   backgrounds: dict[str, Tensor] | None = None) -> tuple[dict[str, Tensor], dict[str, bool], dict[str, str], dict[str, Explainer]]:
     """Run every method on all (image, target) pairs: name → (N·T)×C×H×W maps on the CPU, name → signed, and
     name → the figure style the method reads best in (its ``figure`` fact, where it has one).
 
@@ -236,7 +239,7 @@ def _attribute_all(ctx: RunContext, model: nn.Module, methods: dict[str, DictCon
         if any(s["method"] == name for s in skipped):
             continue
         try:
-            explainers[name] = build_attribution(node, model)
+            explainers[name] = build_attribution(node, model, background=(backgrounds or {}).get(key))
         except (ValueError, NotImplementedError) as err:
             _skip(cfg, skipped, name, err)
         ctx.timings[f"attr/{name}"] = 0.0
@@ -339,7 +342,7 @@ def _score_maps(ctx: RunContext, model: nn.Module, x: Tensor, targets: Tensor, m
 
         def run(images: Tensor, targets: Tensor, model: nn.Module | None = None) -> Tensor:
             seed_everything(int(cfg.seed))
-            e = explainer if model is None else build_attribution(node, model)
+            e = explainer if model is None else build_attribution(node, model, background=explainer.background)
             return e.attribute(images, targets).float()
 
         return run
