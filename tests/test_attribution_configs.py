@@ -55,10 +55,23 @@ def run(cfg, model, x, target, seed: int = 0) -> torch.Tensor:
     # baseline: data (Expected Gradients, DeepLIFT-SHAP) takes a background set; explain.py draws it from the
     # training split, here a fixed set of images of the same shape
     background = images(6, x.shape[-1]) if cfg.get("baseline") == "data" else None
+    if str(cfg.method.get("_target_")).endswith(".L2X") and not cfg.method.get("path"):
+        cfg.method.path = untrained_l2x(x.shape[1], x.shape[-1])  # the contract, not the training (test_l2x.py)
     explainer = build_attribution(cfg, model, background=background)
     assert model.training  # building leaves the caller's mode alone (it used to switch the model to eval for good)
     # attribute() must evaluate in eval mode and then restore the caller's mode
     return explainer.attribute(x, target)
+
+
+def untrained_l2x(channels: int, size: int) -> str:
+    """An L2X explainer checkpoint with random weights (what ``train.py task=l2x`` writes into ``best/``)."""
+    import tempfile
+
+    from xai_bench.models import save_checkpoint
+    from xai_bench.models.l2x import l2x
+
+    torch.manual_seed(0)
+    return str(save_checkpoint(l2x(num_classes=3, in_chans=channels, input_size=size), tempfile.mkdtemp()))
 
 
 def no_hooks(model: nn.Module) -> bool:
