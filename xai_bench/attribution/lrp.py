@@ -31,10 +31,10 @@ COMPOSITES = ("epsilon", "epsilon_plus", "epsilon_plus_flat", "epsilon_alpha2_be
 
 def _zennit() -> Any:
     try:
-        import zennit.canonizers  # noqa: F401
-        import zennit.composites  # noqa: F401
-        import zennit.rules  # noqa: F401
-        import zennit.types  # noqa: F401
+        import zennit.canonizers
+        import zennit.composites
+        import zennit.rules
+        import zennit.types
     except ImportError as err:  # pragma: no cover - zennit is a core dependency
         raise ConfigError("LRP needs the zennit package: pip install 'xai-bench[lrp]' (or pip install zennit)") from err
     import zennit

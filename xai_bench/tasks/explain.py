@@ -216,7 +216,8 @@ def _load_and_predict(model: nn.Module, ds: Any, cfg: DictConfig, device: torch.
 
 def _attribute_all(ctx: RunContext, model: nn.Module, methods: dict[str, DictConfig], images: Tensor,
                    targets: Tensor, names: list[str], image_index: Tensor, fig_cfg: Any, store: ShardStore,
-                   backgrounds: dict[str, Tensor] | None = None) -> tuple[dict[str, Tensor], dict[str, bool], dict[str, str], dict[str, Explainer]]:
+                   backgrounds: dict[str, Tensor] | None = None
+                   ) -> tuple[dict[str, Tensor], dict[str, bool], dict[str, str], dict[str, Explainer]]:
     """Run every method on all (image, target) pairs: name → (N·T)×C×H×W maps on the CPU, name → signed, and
     name → the figure style the method reads best in (its ``figure`` fact, where it has one).
 
