@@ -63,7 +63,9 @@ def test_autoattack_refuses_targets_and_reference_sets():
         build_attack(OmegaConf.merge(cfg, {"target_class": 1}), model)
     attack, _ = build_attack(cfg, model)
     accept = torch.zeros(len(y), 4, dtype=torch.bool)
-    accept[torch.arange(len(y)), y] = True
+    accept[torch.arange(len(y)), y] = True  # one class per set (what attack.py passes for single-label data): fine
+    assert torch.equal(attack(x[:4], y[:4], "8/255", accept=accept[:4]), attack(x[:4], y[:4], "8/255"))
+    accept[:, (y + 1) % 4] = True
     with pytest.raises(ValueError, match="reference sets"):
         attack(x, y, "8/255", accept=accept)
     with pytest.raises(ValueError, match="apgd-ce"):

@@ -106,9 +106,12 @@ class AutoAttack(Attack):
         return [make[name]() for name in self.attacks]
 
     def perturb(self, images: Tensor, labels: Tensor, eps: float, target_labels: Tensor | None) -> Tensor:
-        if labels.dtype == torch.bool:
-            raise ConfigError("attack=autoattack takes one label per image, not reference sets (accept): its APGD-T "
-                              "and FAB-T target single classes; use attack=pgd_linf with method.loss=margin here")
+        if labels.dtype == torch.bool:  # reference sets: fine when each holds one class (a single-label dataset)
+            if not bool((labels.sum(1) == 1).all()):
+                raise ConfigError("attack=autoattack takes one correct class per image, but some images accept "
+                                  "several (reference sets): its APGD-T and FAB-T target single classes; use "
+                                  "attack=pgd_linf with attack.method.loss=margin for these images")
+            labels = labels.float().argmax(1)
         model = self.model if isinstance(self.model, nn.Module) and any(True for _ in self.model.parameters()) \
             else _Logits(self.model, images.device)
         with torch.no_grad():
