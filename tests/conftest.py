@@ -80,3 +80,14 @@ def tiny_classifier():
 # One intra-op thread: the tensors in tests are tiny, and OpenMP threads spin-waiting on a shared 2-core machine made
 # some tests 20-40x slower than single-threaded.
 torch.set_num_threads(1)
+
+
+def untrained_l2x(channels: int, size: int) -> str:
+    """An L2X explainer checkpoint with random weights (what ``train.py task=l2x`` writes into ``best/``)."""
+    import tempfile
+
+    from xai_bench.models import save_checkpoint
+    from xai_bench.models.l2x import l2x
+
+    torch.manual_seed(0)
+    return str(save_checkpoint(l2x(num_classes=3, in_chans=channels, input_size=size), tempfile.mkdtemp()))

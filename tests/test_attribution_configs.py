@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 import xai_bench  # noqa: F401  (before torchvision)
-from conftest import attribution_node
+from conftest import attribution_node, untrained_l2x
 from xai_bench.attribution.baselines import make_baseline
 from xai_bench.attribution.runner import build_attribution, expand_targets, reduce_channels, to_display
 from xai_bench.attribution.superpixels import superpixel_masks
@@ -61,17 +61,6 @@ def run(cfg, model, x, target, seed: int = 0) -> torch.Tensor:
     assert model.training  # building leaves the caller's mode alone (it used to switch the model to eval for good)
     # attribute() must evaluate in eval mode and then restore the caller's mode
     return explainer.attribute(x, target)
-
-
-def untrained_l2x(channels: int, size: int) -> str:
-    """An L2X explainer checkpoint with random weights (what ``train.py task=l2x`` writes into ``best/``)."""
-    import tempfile
-
-    from xai_bench.models import save_checkpoint
-    from xai_bench.models.l2x import l2x
-
-    torch.manual_seed(0)
-    return str(save_checkpoint(l2x(num_classes=3, in_chans=channels, input_size=size), tempfile.mkdtemp()))
 
 
 def no_hooks(model: nn.Module) -> bool:
