@@ -147,3 +147,15 @@ def test_background_is_drawn_from_the_training_split():
     assert not torch.equal(a, draw_background(data, {**node, "baseline_seed": 4}, "eg"))
     with pytest.raises(ValueError, match="baseline_samples=100.*only 40"):
         draw_background(data, {**node, "baseline_samples": 100}, "eg")
+
+
+def test_explain_draws_the_background_from_the_training_split(compose, tmp_path):
+    from xai_bench.tasks import explain
+
+    data = ["dataset=synthetic_shapes", "dataset.n_val=0", "dataset.n_test=2", "dataset.image_size=32",
+            "model=small_cnn", "logger=none", "progress=false", "attribution=[expected_gradients,deeplift_shap]",
+            "attribution.expected_gradients.baseline_samples=4", "attribution.deeplift_shap.baseline_samples=4"]
+    metrics = explain.run(compose("explain", [*data, "dataset.n_train=16"], tmp_path / "ok"))
+    assert metrics["methods"] == ["expected_gradients", "deeplift_shap"] and metrics["n_maps"] == 4
+    with pytest.raises(ValueError, match="from the training split, but dataset .synthetic_shapes. has none"):
+        explain.run(compose("explain", [*data, "dataset.n_train=0"], tmp_path / "empty"))

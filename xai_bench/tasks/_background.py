@@ -42,8 +42,8 @@ def draw_background(data: DataBundle, node: Mapping[str, Any], key: str, device:
     ds = data.train
     if ds is None:
         raise ConfigError(f"attribution.{key}.baseline=data draws its background set from the training split, but "
-                          f"dataset {data.name!r} has none; use a dataset with one (e.g. dataset=synthetic_shapes) "
-                          f"or another baseline (attribution.{key}.baseline=uniform)")
+                          f"dataset {data.name!r} has none; use a dataset with one (e.g. synthetic_shapes with "
+                          f"n_train > 0) or another baseline (attribution.{key}.baseline=uniform)")
     while isinstance(ds, TransformedDataset):  # no training-time augmentation in the references
         ds = ds.base
     n = len(ds)  # type: ignore[arg-type]

@@ -68,6 +68,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         data = build_data(cfg)
         model = build_model(cfg, data).to(ctx.device).eval()
         ctx.name(model.name, data.name)
+        backgrounds = {key: draw_background(data, node, key, ctx.device) for key, node in methods.items()
+                       if needs_background(node)}  # baseline: data (Expected Gradients, DeepLIFT-SHAP)
         ds = data.split(cfg.split)
         if cfg.get("max_images"):
             ds = Subset(ds, range(min(int(cfg.max_images), len(ds))))  # type: ignore[arg-type]
@@ -82,8 +84,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         x, flat_t = expand_targets(images, targets)  # row r = image r // t, class flat_t[r]
         image_index = torch.arange(n).repeat_interleave(t)
 
-        backgrounds = {key: draw_background(data, node, key, ctx.device) for key, node in methods.items()
-                       if needs_background(node)}  # baseline: data (Expected Gradients, DeepLIFT-SHAP)
         maps, signed, styles, explainers = _attribute_all(ctx, model, methods, images, targets, names, image_index,
                                                           fig_cfg, store, backgrounds)
         if store.resumed_from is not None:
