@@ -49,8 +49,10 @@ class L2XNet(nn.Module):
             raise ValueError(f"l2x: k={k} must lie in [1, {self.grid ** 2 - 1}] ({self.grid}×{self.grid} patches)")
         self.selector = nn.Sequential(_block(in_chans, width), _block(width, width),
                                       nn.Conv2d(width, 1, patch_size, stride=patch_size))  # N×1×g×g patch scores
+        # the approximator must recognise an object from a few patches: three conv blocks, like small_cnn
         self.approximator = nn.Sequential(_block(in_chans, width), nn.MaxPool2d(2), _block(width, 2 * width),
-                                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, num_classes))
+                                          nn.MaxPool2d(2), _block(2 * width, 2 * width), nn.AdaptiveMaxPool2d(1),
+                                          nn.Flatten(), nn.Linear(2 * width, num_classes))
 
     def scores(self, x: Tensor) -> Tensor:
         """N×P patch logits (P = grid², row-major)."""
