@@ -6,8 +6,7 @@ Every attribution method, Captum's or ours, is one YAML file (see ``conf/attribu
     method: {_target_: captum.attr.IntegratedGradients, _partial_: true}
     layer: null            # layer methods: null → model.default_layer, else a dotted module name
     upsample: false        # layer methods: bilinearly upsample the layer map to the input size
-    baseline: zeros        # zeros | constant | blurred | uniform | data | null (see baselines.py); data: a background
-                           #   set of baseline_samples training images drawn with baseline_seed (Expected Gradients)
+    baseline: zeros        # zeros | constant | blurred | uniform | data (training images) | null (see baselines.py)
     baseline_value: 0.0    # also baseline_sigma (blurred), baseline_seed (uniform), baseline_samples (distribution)
     wrapper: null          # {type: smoothgrad|smoothgrad_sq|vargrad, nt_samples, stdevs, nt_samples_batch_size}
     forgrad_sigma: null    # ForGrad low-pass of the map when set
@@ -44,10 +43,9 @@ from torch import Tensor, nn
 from xai_bench.batching import run_batched
 from xai_bench._compat import deeplift_nonlinearities
 from xai_bench.attribution.base import FACT_NAMES, MethodFacts, method_facts
-from xai_bench.attribution.baselines import BASELINE_KINDS, make_baseline
+from xai_bench.attribution.baselines import BASELINE_KINDS, DATA_BASELINE, data_baseline, make_baseline
 from xai_bench.attribution.superpixels import segment, segmentation_settings
 from xai_bench.checks import as_class_indices, check_images, eval_mode
-from xai_bench.errors import ConfigError
 from xai_bench.registry import unknown_name_message
 from xai_bench.utils import build
 
@@ -56,7 +54,6 @@ CONFIG_KEYS = (
     "baseline_samples", "wrapper", "forgrad_sigma", "channel_reduction", "segmentation", "window", "stride",
     "batch_size", "kwargs", *FACT_NAMES,
 )
-DATA_BASELINE = "data"  # baselines drawn from the training split (a background set), not made from the image
 CHANNEL_REDUCTIONS = ("sum", "abs_sum", "max_abs", "mean")
 NOISE_TUNNEL_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
 _CAPTUM_CHATTER = ("Input Tensor 0 did not already require gradients", "Setting backward hooks on ReLU activations")
@@ -184,7 +181,7 @@ class Explainer:
     def _prepare(self, images: Tensor) -> dict[str, Tensor]:
         extras: dict[str, Tensor] = {}
         if self.baseline == DATA_BASELINE:
-            extras["_distribution"] = self._background(images)
+            extras["_distribution"] = data_baseline(self.background, images, self.name)
         elif self.baseline is not None:
             if self.baseline_samples:
                 # A distribution of references (GradientSHAP samples from it): its own batch size, shared by all
@@ -206,17 +203,6 @@ class Explainer:
                                      f"segmentation.algorithm: grid")
             extras["feature_mask"] = masks
         return extras
-
-    def _background(self, images: Tensor) -> Tensor:
-        if self.background is None:
-            raise ConfigError(f"attribution.{self.name}.baseline=data needs a background set from the dataset's "
-                              f"training split: explain.py draws it (attribution.{self.name}.baseline_samples "
-                              f"images, seed baseline_seed); in code pass build_attribution(..., background=images)")
-        bg = self.background.to(images.device, images.dtype)
-        if bg.dim() != 4 or bg.shape[1:] != images.shape[1:]:
-            raise ConfigError(f"attribution.{self.name}: the background set is {tuple(bg.shape)} but the images are "
-                              f"N×{'×'.join(map(str, images.shape[1:]))}; draw it from the same dataset")
-        return bg
 
     def _attribute_batch(self, x: Tensor, t: Tensor, extras: dict[str, Tensor], s: slice) -> Tensor:
         kwargs = dict(self.kwargs)
@@ -263,10 +249,8 @@ class Explainer:
 
 # ---------------------------------------------------------------------------------------------------------------
 def build_attribution(cfg: Mapping[str, Any], model: nn.Module, *, background: Tensor | None = None) -> Explainer:
-    """Build an :class:`Explainer` from one ``conf/attribution`` node (DictConfig or dict) for ``model``.
-
-    ``background``: B×C×H×W images (from the training split) for ``baseline: data`` (Expected Gradients,
-    DeepLIFT-SHAP); the explain task draws them with :func:`xai_bench.tasks._background.draw_background`.
+    """Build an :class:`Explainer` from one ``conf/attribution`` node (DictConfig or dict) for ``model`` (and the
+    B×C×H×W ``background`` images of ``baseline: data``: Expected Gradients, DeepLIFT-SHAP).
 
     Leaves the model's train/eval flags alone (``attribute`` runs in eval mode and restores them). Raises
     ``ValueError`` on unknown config keys, a layer method for a model without a

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from xai_bench.attribution.runner import DATA_BASELINE
+from xai_bench.attribution.baselines import DATA_BASELINE
 from xai_bench.data import DataBundle
 from xai_bench.data.base import TransformedDataset
 from xai_bench.errors import ConfigError
