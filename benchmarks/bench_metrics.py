@@ -186,12 +186,29 @@ def run_small(args: argparse.Namespace) -> dict[str, Any]:
     def quantus_explain(model: nn.Module, inputs: np.ndarray, targets: np.ndarray, **_: Any) -> np.ndarray:
         return saliency(model, torch.as_tensor(inputs), torch.as_tensor(targets).long()).numpy()
 
+    # The floor set by the model itself: every image either library forwards (and back-propagates, for the
+    # robustness metrics that re-explain) costs at least the small CNN's best per-image time at any batch size.
+    # A speed-up over Quantus can be no larger than Quantus's time over the floor of the work it does.
+    t_fwd, bs_fwd = best_per_image(model, 32, [16, 64, 256, 1024], max(3, args.repeats), channels=C)
+    t_grad, bs_grad = best_per_image(model, 32, [16, 64, 256], max(3, args.repeats), channels=C, grad=True)
+    counting = Counting(model).eval()
+
+    def floor(images: int, grads: int) -> float:
+        return images * t_fwd + grads * max(t_grad - t_fwd, 0.0)
+
+    def counted(fn: Callable[[], Any]) -> tuple[Any, int, int]:
+        counting.images = counting.grads = 0
+        out = fn()
+        return out, counting.images, counting.grads
+
     rows = []
     for sp in specs:
         maps = env["a_raw"] if sp.raw_maps else env["a"]
         a_np = maps.numpy()
         ours, t_ours = _best(lambda sp=sp, maps=maps: sp.ours(model, x, y, maps, masks=s.bool(),
                                                               explainer=explainer), args.repeats)
+        _, n_ours, g_ours = counted(lambda sp=sp, maps=maps: sp.ours(counting, x, y, maps, masks=s.bool(),
+                                    explainer=lambda imgs, tg: saliency(counting, imgs, tg)))
         metric_q = sp.quantus()
 
         def call_q(metric_q: Any = metric_q, sp: Spec = sp, a_np: np.ndarray = a_np) -> list:
@@ -203,11 +220,28 @@ def run_small(args: argparse.Namespace) -> dict[str, Any]:
                                 batch_size=sp.batch_size or args.n_images, **sp.call)
 
         out_q, t_q = _best(call_q, args.quantus_repeats)
+
+        def call_q_counted(metric_q: Any = metric_q, sp: Spec = sp, a_np: np.ndarray = a_np) -> list:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                np.random.seed(0)
+                return metric_q(model=counting, x_batch=x_np, y_batch=y_np, a_batch=a_np, s_batch=s_np,
+                                channel_first=True, device="cpu", batch_size=sp.batch_size or args.n_images,
+                                explain_func=lambda model, inputs, targets, **_: saliency(
+                                    counting, torch.as_tensor(inputs), torch.as_tensor(targets).long()).numpy(),
+                                **sp.call)
+
+        _, n_q, g_q = counted(call_q_counted) if n_ours or g_ours else (None, 0, 0)
         theirs = torch.tensor([sp.post(v) for v in out_q], dtype=torch.float64)
         ours = ours.double()
         row = {"metric": sp.name, "kind": sp.kind, "ours_s": t_ours, "quantus_s": t_q, "speedup": t_q / t_ours,
                "ours_mean": _nanmean(ours), "quantus_mean": _nanmean(theirs), "ours_se": _se(ours),
-               "quantus_se": _se(theirs), "note": sp.note}
+               "quantus_se": _se(theirs), "note": sp.note,
+               "ours_forwards": n_ours, "ours_backwards": g_ours, "quantus_forwards": n_q, "quantus_backwards": g_q,
+               "floor_ours_s": floor(n_ours, g_ours), "floor_quantus_s": floor(n_q, g_q)}
+        for who, t in (("ours", t_ours), ("quantus", t_q)):
+            fl = row[f"floor_{who}_s"]
+            row[f"{who}_efficiency"] = fl / t if fl > 0 else float("nan")
         if sp.kind == "det":
             both_nan = ours.isnan() & theirs.isnan()
             rel = (ours - theirs).abs() / theirs.abs().clamp_min(1e-12)
@@ -224,11 +258,19 @@ def run_small(args: argparse.Namespace) -> dict[str, Any]:
     suite = [r for r, sp in zip(rows, specs) if sp.suite]
     t_ours = sum(r["ours_s"] for r in suite)
     t_q = sum(r["quantus_s"] for r in suite)
+    fl_ours = sum(r["floor_ours_s"] for r in suite)
+    fl_q = sum(r["floor_quantus_s"] for r in suite)
     model_desc = f"small_cnn (seed 0, {args.train_steps} Adam steps; held-out accuracy {env['accuracy']:.2f})"
     return {"settings": {"model": model_desc, "images": f"synthetic_shapes {C}×32×32 (grayscale), n={args.n_images}",
         "maps": "Captum Saliency (abs, summed over channels), each divided by its max",
         "repeats": {"ours": args.repeats, "quantus": args.quantus_repeats}},
-        "rows": rows, "total": {"ours_s": t_ours, "quantus_s": t_q, "speedup": t_q / t_ours}}
+        "roofline": {"forward_per_image_s": t_fwd, "forward_batch": bs_fwd, "grad_per_image_s": t_grad,
+                     "grad_batch": bs_grad},
+        "rows": rows, "total": {"ours_s": t_ours, "quantus_s": t_q, "speedup": t_q / t_ours,
+                                "floor_ours_s": fl_ours, "floor_quantus_s": fl_q,
+                                "ours_efficiency": fl_ours / t_ours, "quantus_efficiency": fl_q / t_q,
+                                # the largest speed-up any library could reach on Quantus's own work
+                                "max_speedup": t_q / fl_q if fl_q > 0 else float("nan")}}
 
 
 def _nanmean(t: Tensor) -> float:
@@ -248,24 +290,37 @@ class Counting(nn.Module):
         super().__init__()
         self.model = model
         self.images = 0
+        self.grads = 0  # images passed with requires_grad (to be back-propagated by an explainer)
 
     def forward(self, x: Tensor) -> Tensor:
         self.images += x.shape[0]
+        if torch.is_grad_enabled() and x.requires_grad:  # an explainer's pass: it will be back-propagated
+            self.grads += x.shape[0]
         return self.model(x)
 
 
-def best_per_image(model: nn.Module, size: int, batch_sizes: list[int], repeats: int) -> tuple[float, int]:
+def best_per_image(model: nn.Module, size: int, batch_sizes: list[int], repeats: int, channels: int = 3,
+                   grad: bool = False) -> tuple[float, int]:
+    """Best per-image time of a forward (``grad=False``, no grad) or forward + input-gradient pass over batch sizes."""
     best, best_bs = math.inf, 0
-    with torch.no_grad():
-        for bs in batch_sizes:
-            x = torch.rand(bs, 3, size, size)
-            model(x)  # warm-up
-            for _ in range(repeats):
-                t0 = time.perf_counter()
+
+    def step(x: Tensor) -> None:
+        if grad:
+            x = x.detach().requires_grad_(True)
+            model(x)[:, 0].sum().backward()
+        else:
+            with torch.no_grad():
                 model(x)
-                t = (time.perf_counter() - t0) / bs
-                if t < best:
-                    best, best_bs = t, bs
+
+    for bs in batch_sizes:
+        x = torch.rand(bs, channels, size, size)
+        step(x)  # warm-up
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            step(x)
+            t = (time.perf_counter() - t0) / bs
+            if t < best:
+                best, best_bs = t, bs
     return best, best_bs
 
 
@@ -353,6 +408,23 @@ def print_small(res: dict[str, Any]) -> None:
               f"{r['quantus_s']:.3f} | {r['speedup']:.1f}× |")
     t = res["total"]
     print(f"| **suite** | | | | | {t['ours_s']:.2f} | {t['quantus_s']:.2f} | **{t['speedup']:.1f}×** |")
+    rf = res["roofline"]
+    print(f"\n### The model's floor on the same work (small_cnn, 32×32)\n\nbest forward "
+          f"{rf['forward_per_image_s'] * 1e6:.0f} µs/image (batch {rf['forward_batch']}), forward + input gradient "
+          f"{rf['grad_per_image_s'] * 1e6:.0f} µs/image (batch {rf['grad_batch']}). Floor = images forwarded × best "
+          "forward time + images back-propagated × the gradient's extra time; efficiency = floor / measured time.\n")
+    print("| metric | ours: fwd / bwd images | Quantus: fwd / bwd images | floor (ours) s | ours efficiency "
+          "| Quantus efficiency |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in res["rows"]:
+        if not (r["ours_forwards"] or r["quantus_forwards"]):
+            continue
+        print(f"| {r['metric']} | {r['ours_forwards']} / {r['ours_backwards']} | {r['quantus_forwards']} / "
+              f"{r['quantus_backwards']} | {r['floor_ours_s']:.3f} | {_fmt(r['ours_efficiency'], '.2f')} | "
+              f"{_fmt(r['quantus_efficiency'], '.2f')} |")
+    print(f"| **suite** | | | {t['floor_ours_s']:.2f} | {t['ours_efficiency']:.2f} | {t['quantus_efficiency']:.2f} |")
+    print(f"\nLargest speed-up any implementation could reach over Quantus on this work: Quantus's time / the floor "
+          f"of its own forwards = **{t['max_speedup']:.1f}×**.")
     notes = [f"- {r['metric']}: {r['note']}" for r in res["rows"] if r["note"]]
     if notes:
         print("\n" + "\n".join(notes))

@@ -29,7 +29,7 @@ def load(path: Path, **top) -> OmegaConf:
     cfg = attribution_node(path)
     for key, value in CHEAP_KWARGS.items():
         if cfg.get("kwargs") and key in cfg.kwargs:
-            cfg.kwargs[key] = min(cfg.kwargs[key], value)
+            cfg.kwargs[key] = value if cfg.kwargs[key] is None else min(cfg.kwargs[key], value)  # null: auto
     if cfg.get("wrapper"):
         cfg.wrapper = OmegaConf.merge(cfg.wrapper, CHEAP_WRAPPER)
     return OmegaConf.merge(cfg, top)

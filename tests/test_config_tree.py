@@ -35,6 +35,8 @@ def test_every_group_file_composes(group, name, compose, tmp_path):
     if group == "hparams_search":  # its sweeper is a plugin of the optional `sweeps` extra; nothing else skips
         pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the `sweeps` extra is not installed")
     task = name if group == "task" else TASK_OF_GROUP.get(group, "train")
+    if group == "hparams_search":  # a search belongs to the task its name starts with (train_optuna, explain_…)
+        task = name.split("_")[0]
     if not (CONF_DIR / f"{task}.yaml").exists():
         pytest.skip(f"task config {task}.yaml not present")
     overrides = NEEDS_VALUE.get((group, name), [])

@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from xai_bench.progress import ProgressBar
 
-__all__ = ["AdaptiveBatcher", "default_batch_size", "is_out_of_memory", "run_batched"]
+__all__ = ["AdaptiveBatcher", "call_halving_inner", "default_batch_size", "is_out_of_memory", "run_batched"]
 
 BatchFn = Callable[[Tensor | slice], Tensor | None]
+T = TypeVar("T")
 
 
 def is_out_of_memory(err: BaseException) -> bool:
@@ -136,6 +138,32 @@ class AdaptiveBatcher:
         self.batch_size = new
 
 
+def call_halving_inner(fn: Callable[[dict[str, Any]], T], kwargs: dict[str, Any], keys: Sequence[str],
+                       learned: dict[str, int] | None = None) -> T:
+    """``fn(kwargs)``, halving the first of ``keys`` whose value is > 1 on each out-of-memory error.
+
+    For work whose memory is set by an inner batch size (Captum's ``perturbations_per_eval`` or
+    ``internal_batch_size``) when one outer item already does not fit. ``kwargs`` is updated in place, and ``learned``
+    (if given) records the sizes that fitted, so the caller can start later calls from them. When no key is left to
+    halve, the error is raised as it came.
+    """
+    while True:
+        try:
+            return fn(kwargs)
+        except (RuntimeError, MemoryError) as err:
+            if not is_out_of_memory(err):
+                raise
+            key = next((k for k in keys if kwargs.get(k) is not None and int(kwargs[k]) > 1), None)
+            if key is None:
+                raise
+        # outside the except block, so the failed step's tensors (held by the traceback) are freed
+        kwargs[key] = int(kwargs[key]) // 2
+        if learned is not None:
+            learned[key] = kwargs[key]
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
 def run_batched(fn: BatchFn, inputs_or_n: Tensor | int, batch_size: int, *, device: str | torch.device | None = None,
                 show_progress: bool | None = None, desc: str | None = None) -> Tensor | None:
     """Run ``fn`` over chunks of ``inputs_or_n`` (halving ``batch_size`` on OOM) and concatenate the outputs.
@@ -148,9 +176,11 @@ def run_batched(fn: BatchFn, inputs_or_n: Tensor | int, batch_size: int, *, devi
 def default_batch_size(model: nn.Module | None, input_shape: Sequence[int], device: str | torch.device | None) -> int:
     """A starting batch size for inference-only forward passes; OOM halving corrects it if it is too big.
 
-    On CPU the cost per image grows with its size, so we aim at about 4 M input values per batch (27 images at
-    3×224×224), capped at 128: on an idle 2-core machine a small CNN scores 2,048 images of 1×32×32 in 0.19 s at
-    batch 128 and 0.35 s at 1,024 (larger batches leave the caches).
+    On CPU the cost per image grows with its size, so we aim at about 4 M input values per batch, capped at 128: on
+    an idle 2-core machine a small CNN scores 2,048 images of 1×32×32 in 0.19 s at batch 128 and 0.35 s at 1,024
+    (larger batches leave the caches). Images of 96×96 and more are capped at 16 on CPU: the per-image cost of a
+    ResNet forward at 224² rises above batch ~16 (ResNet-18, one thread: 30.0 ms/image at batch 16, 35.3 at 48;
+    channels_last 23.7 and 26.1).
     On CUDA we budget half the free memory at ~64 × the input's bytes per image (typical of no-grad CNN
     activations), capped at 1024. Larger models (by parameter count) get proportionally smaller batches above 25 M
     parameters.
@@ -173,4 +203,5 @@ def default_batch_size(model: nn.Module | None, input_shape: Sequence[int], devi
         free, _ = torch.cuda.mem_get_info(dev)
         size = int(0.5 * free / (per_image * 4 * 64) / size_penalty)
         return max(1, min(1024, size))
-    return max(1, min(128, int(2**22 / per_image / size_penalty)))
+    cap = 16 if per_image >= 3 * 96 * 96 else 128
+    return max(1, min(cap, int(2**22 / per_image / size_penalty)))

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import xai_bench  # noqa: F401  (patches torchvision first)
 
@@ -62,7 +63,7 @@ def _main(task: str) -> None:
             if hc.mode == RunMode.MULTIRUN:
                 raise  # a sweep goes on to its other jobs; Hydra reports the failure at the end
             raise _Reported(exc, hc.runtime.output_dir) from exc
-        return _objective(metrics, cfg.get("optimized_metric"))
+        return _objective(metrics, cfg.get("optimized_metric"), cfg.get("time_budget"))
 
     sys.argv[0] = task
     try:
@@ -82,17 +83,43 @@ def _main(task: str) -> None:
         raise SystemExit(128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)) from None
 
 
-def _objective(metrics: dict, optimized_metric: str | None) -> float | None:
-    """What sweepers (Optuna) optimise: ``optimized_metric`` (e.g. from conf/hparams_search), else the task's own
+def _objective(metrics: dict, optimized_metric: str | None, time_budget: Any = None) -> float | None:
+    """What sweepers (Optuna) optimise: ``optimized_metric`` (e.g. from conf/hparams_search; a key of the metrics,
+    or a dotted path into them such as ``explanation_metrics.rise.insertion.mean``), else the task's own
     ``objective``. A named metric the task did not return is an error (a sweeper would fail on ``None`` later,
-    saying less)."""
+    saying less). ``time_budget`` (``{metric: seconds/rise, max_s: 60, penalty: 0.0}``): a run whose ``metric``
+    exceeded ``max_s`` seconds scores ``penalty`` instead, so the search favours settings within the budget."""
     key = optimized_metric or "objective"
-    value = metrics.get(key)
-    if optimized_metric and not isinstance(value, (int, float)):
+    value = _lookup(metrics, key)
+    if optimized_metric and (not isinstance(value, (int, float)) or isinstance(value, bool)):
         numeric = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
         raise ValueError(f"optimized_metric={optimized_metric!r} is not a number this task returned "
                          f"(got {value!r}); numeric metrics: {numeric}")
+    if time_budget and isinstance(value, (int, float)):
+        spent = _lookup(metrics, str(time_budget["metric"]))
+        if not isinstance(spent, (int, float)):
+            raise ValueError(f"time_budget.metric={time_budget['metric']!r} is not a number this task returned "
+                             f"(got {spent!r}); e.g. seconds/<method> of explain")
+        if spent > float(time_budget["max_s"]):
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "%s = %.1f s is over time_budget.max_s = %s: objective %s instead of %.4g", time_budget["metric"],
+                spent, time_budget["max_s"], time_budget["penalty"], value)
+            return float(time_budget["penalty"])
     return float(value) if isinstance(value, (int, float)) else None
+
+
+def _lookup(metrics: dict, key: str) -> Any:
+    """``metrics[key]``, else the value at dotted path ``key`` (keys such as ``accuracy@0.0157`` contain dots)."""
+    if key in metrics:
+        return metrics[key]
+    node: Any = metrics
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 def train() -> None:

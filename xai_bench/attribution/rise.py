@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from xai_bench.accel import fast_forward
 from xai_bench.batching import AdaptiveBatcher, default_batch_size
 from xai_bench.checks import check_images, target_indices
 from xai_bench.progress import ProgressBar
@@ -126,7 +127,9 @@ class RISE:
             generator = torch.Generator(device=device)
             generator.manual_seed(int(seed))
 
-        with torch.no_grad():
+        model = self.forward_func if isinstance(self.forward_func, torch.nn.Module) else None
+        # forward passes only: inference mode and channels_last weights (undone on exit)
+        with fast_forward(model, device):
             targets = target_indices(self.forward_func, inputs, target)
             saliency = torch.zeros(n, h, w, device=device, dtype=torch.float32)
             # masks are drawn in fixed blocks, so a seed gives the same masks whatever the batch size; a chunk

@@ -40,7 +40,8 @@ import torch.nn.functional as F
 from captum.attr import NoiseTunnel
 from torch import Tensor, nn
 
-from xai_bench.batching import run_batched
+from xai_bench.accel import channels_last_weights, fast_forward
+from xai_bench.batching import call_halving_inner, default_batch_size, run_batched
 from xai_bench._compat import deeplift_nonlinearities
 from xai_bench.attribution.base import FACT_NAMES, MethodFacts, method_facts
 from xai_bench.attribution.baselines import BASELINE_KINDS, DATA_BASELINE, data_baseline, make_baseline
@@ -56,6 +57,9 @@ CONFIG_KEYS = (
 )
 CHANNEL_REDUCTIONS = ("sum", "abs_sum", "max_abs", "mean")
 NOISE_TUNNEL_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
+# images per forward pass inside attribute(): null in a YAML → from the device and input size (batching.py); both
+# are halved on out-of-memory errors once one image per call still does not fit
+INNER_BATCH_KEYS = ("perturbations_per_eval", "internal_batch_size")
 _CAPTUM_CHATTER = ("Input Tensor 0 did not already require gradients", "Setting backward hooks on ReLU activations")
 
 
@@ -111,6 +115,7 @@ class Explainer:
         self.background = background  # baseline: data — images from the training split, B×C×H×W
         self._windowed = "sliding_window_shapes" in inspect.signature(method_cls.attribute).parameters
         self._num_classes: int | None = getattr(model, "num_classes", None)
+        self._inner_limits: dict[str, int] = {}  # inner batch sizes learned from out-of-memory errors
 
     def __repr__(self) -> str:
         layer = f", layer={self.layer_name!r}" if self.layer_name else ""
@@ -151,7 +156,12 @@ class Explainer:
                 extras = {k: (v if k == "_distribution" else v.repeat_interleave(t_per_image, 0))
                           for k, v in extras.items()}
             size = batch_size or self.batch_size or x.shape[0]
-            maps = run_batched(lambda s: self._attribute_batch(x[s], flat_t[s], extras, s), x.shape[0], size)
+            # channels_last weights (undone on exit); forward-only methods also run in inference mode (accel.py)
+            fast = fast_forward if self.facts.forward_only else channels_last_weights
+            with fast(self.model, images.device):
+                maps = run_batched(lambda s: self._attribute_batch(x[s], flat_t[s], extras, s), x.shape[0], size)
+            if maps.is_inference():
+                maps = maps.clone()  # a normal tensor again, so callers may update it in place
         if targets.dim() == 2:
             maps = maps.view(n, t_per_image, *maps.shape[1:])
         return maps
@@ -217,11 +227,18 @@ class Explainer:
             win_h, win_w = min(window, h), min(window, w)
             kwargs["sliding_window_shapes"] = (c, win_h, win_w)
             kwargs["strides"] = (c, min(stride, win_h), min(stride, win_w))
+        per_call = 1 if self.facts.one_image_per_call else x.shape[0]
+        for key in INNER_BATCH_KEYS:
+            if key in kwargs and kwargs[key] is None:  # per image (Captum's perturbations) or in all (IG's)
+                size = default_batch_size(self.model, (c, h, w), x.device)
+                kwargs[key] = max(1, size // per_call) if key == "perturbations_per_eval" else size
+            if key in self._inner_limits and kwargs.get(key) is not None:
+                kwargs[key] = min(int(kwargs[key]), self._inner_limits[key])
         if self.facts.one_image_per_call and x.shape[0] > 1:
-            maps = torch.cat([self._call_method(x[i:i + 1], t[i:i + 1], _slice_kwargs(kwargs, i, x.shape[0]))
+            maps = torch.cat([self._call_halving(x[i:i + 1], t[i:i + 1], _slice_kwargs(kwargs, i, x.shape[0]))
                               for i in range(x.shape[0])])
         else:
-            maps = self._call_method(x, t, kwargs)
+            maps = self._call_halving(x, t, kwargs)
         maps = maps.detach().float()
         if self.upsample and maps.shape[-2:] != (h, w):
             maps = F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=False)
@@ -230,6 +247,12 @@ class Explainer:
 
             maps = forgrad_filter(maps, self.forgrad_sigma)
         return reduce_channels(maps, self.channel_reduction)
+
+    def _call_halving(self, x: Tensor, t: Tensor, kwargs: dict[str, Any]) -> Tensor:
+        # one image: on OOM halve the inner batch (with more, the batcher first halves the images per call)
+        if x.shape[0] > 1:
+            return self._call_method(x, t, kwargs)
+        return call_halving_inner(lambda kw: self._call_method(x, t, kw), kwargs, INNER_BATCH_KEYS, self._inner_limits)
 
     def _call_method(self, x: Tensor, t: Tensor, kwargs: dict[str, Any]) -> Tensor:
         if self.wrapper is not None:

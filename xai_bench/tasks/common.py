@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from xai_bench.checks import check_limit
 from xai_bench.config import check_values, validate
+from xai_bench.distributed import SHARDED_TASKS, env_rank, env_world_size, setup_job
 from xai_bench.errors import Terminated
 from xai_bench.results import RunResults, write_results
 from xai_bench.tracking import Tracker
@@ -192,16 +193,20 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @contextmanager
 def _run_context(cfg: DictConfig, task: str) -> Iterator[RunContext]:
     validate(cfg)  # a key no builder takes fails here, before anything is written or started
+    if env_world_size() > 1 and task not in SHARDED_TASKS:
+        raise ValueError(f"{task} does not split its work across torchrun ranks (WORLD_SIZE={env_world_size()}): "
+                         f"run it without torchrun, or use a Hydra launcher for many runs (README: Scaling out)")
+    main_rank = env_rank() == 0  # torchrun: only rank 0 tracks and writes results.json (it merges the ranks' work)
     if "max_images" in cfg:
         check_limit("max_images", cfg.max_images)
     seed_everything(int(cfg.seed))
     out = output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)  # what a kill mid-write left in a reused folder
-    tracker = build(cfg.logger) if cfg.get("logger") else Tracker()
+    tracker = build(cfg.logger) if cfg.get("logger") and main_rank else Tracker()
     tracker = tracker or Tracker()
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    ctx = RunContext(cfg=cfg, out_dir=out, tracker=tracker, device=resolve_device(cfg.get("device", "auto")))
+    ctx = RunContext(cfg=cfg, out_dir=out, tracker=tracker, device=resolve_device(setup_job(cfg.get("device", "auto"))))
     t0 = time.perf_counter()
     status, error = "ok", None
     token = _ACTIVE_RUN.set(ctx)
@@ -218,10 +223,12 @@ def _run_context(cfg: DictConfig, task: str) -> Iterator[RunContext]:
         _CLEANING.set()
         _ACTIVE_RUN.reset(token)
         ctx.timings["total"] = round(time.perf_counter() - t0, 3)
-        write_results(out, RunResults(
-            task=task, status=status, error=error, seed=int(cfg.seed), device=str(ctx.device),
-            metrics={k: v for k, v in ctx.metrics.items() if not k.startswith("_")},
-            timings=ctx.timings, files=ctx.files, skipped_files=ctx.skipped_files, versions=versions(), config=resolved,  # type: ignore[arg-type]
-            argv=list(sys.argv), cwd=os.getcwd()))
-        tracker.summary({k: v for k, v in ctx.metrics.items() if isinstance(v, (int, float))})
+        if main_rank:  # under torchrun, rank 0 writes the merged run's results
+            write_results(out, RunResults(
+                task=task, status=status, error=error, seed=int(cfg.seed), device=str(ctx.device),
+                metrics={k: v for k, v in ctx.metrics.items() if not k.startswith("_")},
+                timings=ctx.timings, files=ctx.files, skipped_files=ctx.skipped_files, versions=versions(),
+                config=resolved,  # type: ignore[arg-type]
+                argv=list(sys.argv), cwd=os.getcwd()))
+            tracker.summary({k: v for k, v in ctx.metrics.items() if isinstance(v, (int, float))})
         tracker.finish(exit_code=0 if status == "ok" else 1)

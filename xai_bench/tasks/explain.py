@@ -32,6 +32,7 @@ from xai_bench.attribution.diagnostics import target_output, warn_constant_maps
 from xai_bench.attribution.runner import CONFIG_KEYS, Explainer, build_attribution, expand_targets
 from xai_bench.checks import safe_name
 from xai_bench.data import make_loader
+from xai_bench.distributed import PeerStore, Ranks, finished, merge_ranks, process_group
 from xai_bench.resume import ShardStore, results_config
 from xai_bench.progress import ProgressBar, progress_reporting
 from xai_bench.tasks._background import draw_background, needs_background
@@ -54,7 +55,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         The run's metrics: ``n_images``, ``n_maps``, ``methods``, ``seconds/<method>``, ``skipped`` (methods the
         model does not support, with ``skip_unsupported: true``).
     """
-    with run_context(cfg, "explain") as ctx:
+    with run_context(cfg, "explain") as ctx, process_group(ctx.device) as ranks:
         # config mistakes fail before any data or model is loaded (and still land in results.json)
         methods = method_nodes(cfg)
         fig_cfg = cfg.get("figure") or {}
@@ -63,8 +64,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             raise ValueError(f"figure.kind must be one of {FIGURE_KINDS}, got {kind!r}")
         if fig_cfg.get("scale", "per_map") not in viz.SCALES:
             raise ValueError(f"figure.scale must be one of {viz.SCALES}, got {fig_cfg.get('scale')!r}")
-        store = ShardStore.open(ctx.out_dir, task="explain", config=results_config(cfg, ignore=_NOT_IN_MAPS),
-                                device=str(ctx.device), resume=cfg.get("resume"))
+        store: Any = ShardStore.open(ctx.out_dir, task="explain", config=results_config(cfg, ignore=_NOT_IN_MAPS),
+                                     device=str(ctx.device), resume=cfg.get("resume")) if ranks.is_main else None
+        if ranks.sharded:  # torchrun: rank 0 keeps the run's store; the others learn which batches it already has
+            done, skipped = ranks.broadcast((finished(store), store.state.get("skipped", [])) if ranks.is_main
+                                            else None)
+            store = store if ranks.is_main else PeerStore(done, {"skipped": skipped})
         data = build_data(cfg)
         model = build_model(cfg, data).to(ctx.device).eval()
         ctx.name(model.name, data.name)
@@ -85,7 +90,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         image_index = torch.arange(n).repeat_interleave(t)
 
         maps, signed, styles, explainers = _attribute_all(ctx, model, methods, images, targets, names, image_index,
-                                                          fig_cfg, store, backgrounds)
+                                                          fig_cfg, store, ranks, backgrounds)
+        if not ranks.is_main:  # rank 0 has this rank's maps and writes the run's outputs
+            return {"rank": ranks.rank, "world_size": ranks.world}
+        if ranks.sharded:
+            ctx.metrics["world_size"] = ranks.world
         if store.resumed_from is not None:
             ctx.metrics["resumed_from"] = str(store.resumed_from)
         x_cpu = x.detach().float().cpu()
@@ -215,15 +224,16 @@ def _load_and_predict(model: nn.Module, ds: Any, cfg: DictConfig, device: torch.
 
 
 def _attribute_all(ctx: RunContext, model: nn.Module, methods: dict[str, DictConfig], images: Tensor,
-                   targets: Tensor, names: list[str], image_index: Tensor, fig_cfg: Any, store: ShardStore,
-                   backgrounds: dict[str, Tensor] | None = None
+                   targets: Tensor, names: list[str], image_index: Tensor, fig_cfg: Any, store: Any,
+                   ranks: Ranks, backgrounds: dict[str, Tensor]
                    ) -> tuple[dict[str, Tensor], dict[str, bool], dict[str, str], dict[str, Explainer]]:
     """Run every method on all (image, target) pairs: name → (N·T)×C×H×W maps on the CPU, name → signed, and
     name → the figure style the method reads best in (its ``figure`` fact, where it has one).
 
     Images go ``batch_size`` at a time; each finished batch is committed to ``store`` (batches it already holds,
     from a resumed run, are read back instead). A method is seeded per batch from ``(seed, batch)``, so its maps do
-    not depend on which methods ran before it, nor on where an earlier run was killed."""
+    not depend on which methods ran before it, nor on where an earlier run was killed — nor on which torchrun rank
+    made it: rank r makes the batches b with b % world == r, and rank 0 gathers them (:mod:`xai_bench.distributed`)."""
     cfg = ctx.cfg
     n, t = targets.shape
     step = int(cfg.get("batch_size") or 16)
@@ -240,23 +250,27 @@ def _attribute_all(ctx: RunContext, model: nn.Module, methods: dict[str, DictCon
         if any(s["method"] == name for s in skipped):
             continue
         try:
-            explainers[name] = build_attribution(node, model, background=(backgrounds or {}).get(key))
+            explainers[name] = build_attribution(node, model, background=backgrounds.get(key))
         except (ValueError, NotImplementedError) as err:
             _skip(cfg, skipped, name, err)
         ctx.timings[f"attr/{name}"] = 0.0
-    parts: dict[str, list[Tensor]] = {name: [] for name in explainers}
-    show = bool(cfg.get("progress", True))
+    parts: dict[str, dict[int, Tensor]] = {name: {} for name in explainers}
+    show = bool(cfg.get("progress", True)) and ranks.is_main
     for b, start in enumerate(ProgressBar(range(0, n, step), desc="batches", unit="batch", show=show)):
         stop = min(start + step, n)
         flat = targets[start:stop].flatten().cpu()
         if b in store:
+            if not ranks.is_main:  # rank 0 reads it back from its store
+                continue
             shard, _ = store.get(b)
             if not torch.equal(shard["targets"], flat) or any(m not in shard for m in explainers):
                 raise ValueError(f"resume: batch {b} of {store.resumed_from} explained other targets or methods "
                                  f"than this run would (the images, the model or its weights changed); start a "
                                  f"fresh run")
             for m in explainers:
-                parts[m].append(shard[m])
+                parts[m][b] = shard[m]
+            continue
+        if not ranks.owns(b):
             continue
         out: dict[str, Tensor] = {}
         for name, explainer in list(explainers.items()):
@@ -279,9 +293,14 @@ def _attribute_all(ctx: RunContext, model: nn.Module, methods: dict[str, DictCon
                 raise FloatingPointError(f"{name} produced NaN/inf maps for rows {bad} (images "
                                          f"{[names[image_index[r]] for r in bad]}); check its kwargs and the model")
             out[name] = m
-            parts[name].append(m)
+            parts[name][b] = m
         store.put(b, {**out, "targets": flat}, state={"skipped": skipped, "seconds": seconds})
-    maps = {name: torch.cat(parts[name]) for name in explainers}
+    if ranks.sharded:  # rank 0 gets every rank's maps; a method skipped on one rank is skipped on all
+        merge_ranks(ranks, store, parts, skipped, seconds)
+        explainers = {name: e for name, e in explainers.items() if name in parts}
+        if not ranks.is_main:
+            return {}, {}, {}, {}
+    maps = {name: torch.cat([parts[name][b] for b in sorted(parts[name])]) for name in explainers}
     for name, m in maps.items():
         warn_constant_maps(explainers[name], m, [names[int(image_index[r])] for r in range(m.shape[0])])
     signed = {name: _signed(fig_cfg.get("signed"), name, e.facts.signed) for name, e in explainers.items()}

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from xai_bench.accel import channels_last_weights, fast_forward
 from xai_bench.batching import AdaptiveBatcher, default_batch_size
 from xai_bench.checks import as_class_indices, check_images, eval_mode
 from xai_bench.registry import Registry
@@ -93,7 +94,8 @@ class ExplanationMetric:
             raise ValueError(f"{self.name} needs the model")
         if self.needs_explainer and explainer is None:
             raise ValueError(f"{self.name} re-explains perturbed inputs and needs the explainer")
-        with eval_mode(model):
+        # NHWC weights once for the whole metric, so that its many model_scores calls need not convert each time
+        with eval_mode(model), channels_last_weights(model):
             out, details = self.score_details(model, images, targets, maps, masks=masks, explainer=explainer)
         out = out.detach().float().cpu()
         if out.shape != (n,):
@@ -113,7 +115,6 @@ class ExplanationMetric:
         raise NotImplementedError
 
 
-@torch.no_grad()
 def model_scores(model: nn.Module, batch: Tensor, targets: Tensor, *, softmax: bool = False,
                  batch_size: int | None = None) -> Tensor:
     """The model's target score for every image of ``batch`` (``B×C×H×W``, targets ``B``), in OOM-safe chunks.
@@ -138,4 +139,6 @@ def model_scores(model: nn.Module, batch: Tensor, targets: Tensor, *, softmax: b
             out = out.softmax(-1)
         return out.gather(1, targets[s].to(device).view(-1, 1)).squeeze(1)
 
-    return batcher(run, batch.shape[0]).to(batch.device)
+    with fast_forward(model, device):  # forward passes only: inference mode, channels_last weights (undone on exit)
+        scores = batcher(run, batch.shape[0])
+    return scores.clone().to(batch.device)  # a normal tensor again (callers may update it in place)

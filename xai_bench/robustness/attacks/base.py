@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from xai_bench.accel import channels_last_weights
 from xai_bench.checks import as_class_indices, check_images, eval_mode
 from xai_bench.utils import build
 
@@ -163,7 +164,7 @@ class Attack:
         """
         (eps_value,) = parse_eps(eps, norm=self.norm, name="eps")
         images, labels, target = self._check_inputs(images, labels, target_labels, accept)
-        with eval_mode(self.model):
+        with eval_mode(self.model), channels_last_weights(self.model, images.device):  # NHWC: faster, same values
             if eps_value == 0:
                 return images.detach().clone()
             return self.perturb(images, labels, eps_value, target).detach()
@@ -197,7 +198,7 @@ class Attack:
         """
         eps_values = parse_eps(eps_list, norm=self.norm, name="eps_list")
         images, labels, target = self._check_inputs(images, labels, target_labels, accept)
-        with eval_mode(self.model):
+        with eval_mode(self.model), channels_last_weights(self.model, images.device):  # NHWC: faster, same values
             clean_logits, adversary = self._sweep_setup(images, labels, target)
             return self._collect(images, clean_logits, eps_values, adversary, target, return_images, progress)
 

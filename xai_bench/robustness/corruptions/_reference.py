@@ -65,6 +65,8 @@ def install_pkg_resources_shim() -> None:
             return os.path.join(os.path.dirname(sys.modules[package].__file__ or ""), resource)
 
         shim.resource_filename = resource_filename  # type: ignore[attr-defined]
+        # pytest's monkeypatch.syspath_prepend calls this whenever a module named pkg_resources is loaded
+        shim.fixup_namespace_packages = lambda *args, **kwargs: None  # type: ignore[attr-defined]
         sys.modules["pkg_resources"] = shim
 
 

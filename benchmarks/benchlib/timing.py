@@ -1,0 +1,185 @@
+"""Timers, pass counting, peak memory and the model's own roofline.
+
+The roofline is the floor the model sets: the best per-image time of a plain forward pass (inference mode) and of a
+forward+backward pass (gradient with respect to the input, as attribution methods take it), each the best over the
+configured batch sizes and both memory formats (NCHW, channels_last). An operation that forwards ``F`` images and
+forwards+backwards ``B`` images in ``t`` seconds has efficiency ``(F · t_fwd + B · t_fwdbwd) / t``: 1.0 means no
+overhead beyond the model itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from xai_bench.accel import fast_forward, to_channels_last
+
+
+class Counted(nn.Module):
+    """Forwards to ``model`` and counts images: ``fwd`` without autograd, ``fwdbwd`` when the output needs a gradient.
+
+    Every other attribute (``num_classes``, ``default_layer``, ``get_layer``, ``input_size``) is the wrapped model's,
+    so explainers built on it find the same layers.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.inner = model
+        self.fwd = 0
+        self.fwdbwd = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.inner(x)
+        if out.requires_grad:
+            self.fwdbwd += x.shape[0]
+        else:
+            self.fwd += x.shape[0]
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("inner"), name)
+
+    def reset(self) -> None:
+        self.fwd = self.fwdbwd = 0
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _RssSampler:
+    """Peak resident memory of this process above its level at start (Linux ``/proc``), sampled every 5 ms."""
+
+    def __init__(self) -> None:
+        self.page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self.start = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _rss(self) -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * self.page
+        except OSError:
+            return 0
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self._rss())
+
+    def __enter__(self) -> _RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def extra(self) -> int:
+        return max(0, self.peak - self.start)
+
+
+@dataclass
+class Timing:
+    seconds: float
+    peak_mb: float
+    fwd: int = 0
+    fwdbwd: int = 0
+    value: Any = field(default=None, repr=False)
+
+
+def timed(fn: Callable[[], Any], device: torch.device, *, repeats: int = 1, counted: Counted | None = None) -> Timing:
+    """Best wall time of ``repeats`` calls of ``fn``, its peak memory (CUDA: allocated; CPU: RSS above the start)
+    and the images the counted model saw in one call."""
+    best, peak, value = math.inf, 0.0, None
+    fwd = fwdbwd = 0
+    for _ in range(max(1, repeats)):
+        if counted is not None:
+            counted.reset()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+        sampler = _RssSampler() if device.type != "cuda" else contextlib.nullcontext()
+        with sampler:
+            sync(device)
+            t0 = time.perf_counter()
+            value = fn()
+            sync(device)
+            t = time.perf_counter() - t0
+        if device.type == "cuda":
+            mem = torch.cuda.max_memory_allocated(device) - base
+        else:
+            mem = sampler.extra  # type: ignore[union-attr]
+        best, peak = min(best, t), max(peak, mem / 2**20)
+        if counted is not None:
+            fwd, fwdbwd = counted.fwd, counted.fwdbwd
+    return Timing(best, peak, fwd, fwdbwd, value)
+
+
+@dataclass
+class Roofline:
+    fwd_s: float  # best seconds per image, forward
+    fwd_batch: int
+    fwd_format: str
+    fwdbwd_s: float  # best seconds per image, forward + backward to the input
+    fwdbwd_batch: int
+    fwdbwd_format: str
+
+    def floor(self, fwd: int, fwdbwd: int) -> float:
+        return fwd * self.fwd_s + fwdbwd * self.fwdbwd_s
+
+
+@contextlib.contextmanager
+def _memory_format(model: nn.Module, channels_last: bool) -> Iterator[None]:
+    changed = to_channels_last(model) if channels_last else []
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for module, name in changed:
+                t = getattr(module, name)
+                t.data = t.data.contiguous()
+
+
+def measure_roofline(model: nn.Module, shape: tuple[int, int, int], batch_sizes: list[int], device: torch.device,
+                     *, repeats: int = 2, amp: bool = False) -> Roofline:
+    """Best per-image forward and forward+backward time of ``model`` over ``batch_sizes`` × {NCHW, channels_last}."""
+    fwd: list[tuple[float, int, str]] = []
+    fwdbwd: list[tuple[float, int, str]] = []
+    for bs in batch_sizes:
+        x = torch.rand(bs, *shape, device=device)
+        for fmt in ("nchw", "channels_last"):
+            with _memory_format(model, fmt == "channels_last"):
+                def forward(x: Tensor = x) -> None:
+                    with fast_forward(model, device, channels_last=False, amp=amp):
+                        model(x)
+
+                def forward_backward(x: Tensor = x) -> None:
+                    xg = x.clone().requires_grad_(True)
+                    cast = torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" \
+                        else contextlib.nullcontext()
+                    with cast:
+                        out = model(xg)
+                    torch.autograd.grad(out[:, 0].sum(), xg)
+
+                for fn, rows in ((forward, fwd), (forward_backward, fwdbwd)):
+                    fn()  # warm-up (allocator, kernel choice)
+                    t = timed(fn, device, repeats=repeats).seconds
+                    rows.append((t / bs, bs, fmt))
+    f, b = min(fwd), min(fwdbwd)
+    return Roofline(f[0], f[1], f[2], b[0], b[1], b[2])
