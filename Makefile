@@ -10,7 +10,9 @@ $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	test -x $(PY) || $(SYSPY) -m venv $(VENV)
 	# torch first, pinned: an unpinned torch (or a package that wants a newer one) pulls a multi-GB CUDA build.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q -c constraints-cpu.txt torch torchvision
-	$(PY) -m pip install -q -c constraints-cpu.txt -e ".[pretrained,dev,app]"
+	$(PY) -m pip install -q -c constraints-cpu.txt -e ".[pretrained,dev,app,onnx]"
+	# attack=autoattack: torchattacks without its dependencies (its requests~=2.25 pin would break wandb's)
+	$(PY) -m pip install -q --no-deps torchattacks==3.5.1
 	touch $@
 
 install: $(VENV)/.installed

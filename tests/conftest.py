@@ -80,3 +80,26 @@ def tiny_classifier():
 # One intra-op thread: the tensors in tests are tiny, and OpenMP threads spin-waiting on a shared 2-core machine made
 # some tests 20-40x slower than single-threaded.
 torch.set_num_threads(1)
+
+
+_L2X_CACHE: dict[tuple[int, int], str] = {}
+
+
+def untrained_l2x(channels: int, size: int) -> str:
+    """An L2X explainer checkpoint with random weights (what ``train.py task=l2x`` writes into ``best/``), written
+    once per session and shape into a temporary folder removed at exit."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from xai_bench.models import save_checkpoint
+    from xai_bench.models.l2x import l2x
+
+    if (channels, size) not in _L2X_CACHE:
+        folder = tempfile.mkdtemp(prefix="l2x-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        with torch.random.fork_rng():  # the caller's random stream is left alone
+            torch.manual_seed(0)
+            net = l2x(num_classes=3, in_chans=channels, input_size=size)
+        _L2X_CACHE[channels, size] = str(save_checkpoint(net, folder))
+    return _L2X_CACHE[channels, size]

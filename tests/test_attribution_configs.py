@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 import xai_bench  # noqa: F401  (before torchvision)
-from conftest import attribution_node
+from conftest import attribution_node, untrained_l2x
 from xai_bench.attribution.baselines import make_baseline
 from xai_bench.attribution.runner import build_attribution, expand_targets, reduce_channels, to_display
 from xai_bench.attribution.superpixels import superpixel_masks
@@ -52,7 +52,12 @@ def images(n: int = 2, size: int = 32) -> torch.Tensor:
 def run(cfg, model, x, target, seed: int = 0) -> torch.Tensor:
     seed_everything(seed)  # GradientSHAP also draws from NumPy's global RNG
     model.train()
-    explainer = build_attribution(cfg, model)
+    # baseline: data (Expected Gradients, DeepLIFT-SHAP) takes a background set; explain.py draws it from the
+    # training split, here a fixed set of images of the same shape
+    background = images(6, x.shape[-1]) if cfg.get("baseline") == "data" else None
+    if str(cfg.method.get("_target_")).endswith(".L2X") and not cfg.method.get("path"):
+        cfg.method.path = untrained_l2x(x.shape[1], x.shape[-1])  # the contract, not the training (test_l2x.py)
+    explainer = build_attribution(cfg, model, background=background)
     assert model.training  # building leaves the caller's mode alone (it used to switch the model to eval for good)
     # attribute() must evaluate in eval mode and then restore the caller's mode
     return explainer.attribute(x, target)

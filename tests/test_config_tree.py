@@ -91,6 +91,13 @@ def test_every_model_config_builds(name, compose, tmp_path):
 
         save_checkpoint(create_model("small_cnn", num_classes=6, input_size=32), tmp_path / "ck")
         overrides = [f"model.path={tmp_path / 'ck'}"]
+    elif name == "onnx":
+        pytest.importorskip("onnx2torch", reason="pip install 'xai-bench[onnx]'")
+        from xai_bench.models import create_model
+
+        net = create_model("small_cnn", num_classes=6, input_size=32).eval()
+        torch.onnx.export(net, (torch.rand(1, 3, 32, 32),), str(tmp_path / "m.onnx"), dynamo=False, opset_version=17)
+        overrides = [f"model.path={tmp_path / 'm.onnx'}"]
     else:
         overrides = []
     cfg = compose("train", [f"model={name}", "dataset.image_size=32", *overrides], tmp_path)

@@ -119,14 +119,19 @@ def test_hooks_removed_when_method_raises(path, attribution_node):
     if node.get("wrapper"):
         node.wrapper = OmegaConf.merge(node.wrapper, {"nt_samples": 2})
     x, t = torch.rand(2, 3, 16, 16), torch.tensor([0, 1])
+    background = torch.rand(4, 3, 16, 16) if node.get("baseline") == "data" else None  # explain.py: training images
+    if str(node.method.get("_target_")).endswith(".L2X") and not node.method.get("path"):
+        from conftest import untrained_l2x
+
+        node.method.path = untrained_l2x(3, 16)
     clean = _bomb_model(None)
-    build_attribution(node, clean).attribute(x, t)
+    build_attribution(node, clean, background=background).attribute(x, t)
     n = clean.net[5].calls  # 0 for reference maps that never call the model (random, Sobel): nothing to arm
     assert _hooks(clean) == []
     for arm_at in sorted({1, (n + 1) // 2, n} if n else set()):
         model = _bomb_model(arm_at)
         with pytest.raises(RuntimeError, match="boom"):
-            build_attribution(node, model).attribute(x, t)
+            build_attribution(node, model, background=background).attribute(x, t)
         assert _hooks(model) == [], f"{path.stem} left hooks behind after raising at call {arm_at}/{n}"
         # the model was in train mode; attribute() evaluates in eval mode and must give the flags back
         assert all(m.training for m in model.modules()), f"{path.stem} left the model in eval mode"

@@ -19,6 +19,26 @@ from xai_bench.ops import gaussian_filter
 from xai_bench.registry import unknown_name_message
 
 BASELINE_KINDS = ("zeros", "constant", "blurred", "uniform")
+DATA_BASELINE = "data"  # baselines drawn from the training split (a background set), not made from the image
+
+
+def data_baseline(background: Tensor | None, images: Tensor, name: str) -> Tensor:
+    """The background set of ``baseline: data`` (Expected Gradients, DeepLIFT-SHAP) on ``images``' device, checked.
+
+    The explain task draws it from the training split (:mod:`xai_bench.tasks._background`); code passes it to
+    ``build_attribution(..., background=images)``.
+    """
+    from xai_bench.errors import ConfigError
+
+    if background is None:
+        raise ConfigError(f"attribution.{name}.baseline=data needs a background set from the dataset's training "
+                          f"split: explain.py draws it (attribution.{name}.baseline_samples images, seed "
+                          f"baseline_seed); in code pass build_attribution(..., background=images)")
+    bg = background.to(images.device, images.dtype)
+    if bg.dim() != 4 or bg.shape[1:] != images.shape[1:]:
+        raise ConfigError(f"attribution.{name}: the background set is {tuple(bg.shape)} but the images are "
+                          f"N×{'×'.join(map(str, images.shape[1:]))}; draw it from the same dataset")
+    return bg
 
 
 def make_baseline(

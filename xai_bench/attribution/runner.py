@@ -6,7 +6,7 @@ Every attribution method, Captum's or ours, is one YAML file (see ``conf/attribu
     method: {_target_: captum.attr.IntegratedGradients, _partial_: true}
     layer: null            # layer methods: null → model.default_layer, else a dotted module name
     upsample: false        # layer methods: bilinearly upsample the layer map to the input size
-    baseline: zeros        # zeros | constant | blurred | uniform | null (see baselines.py)
+    baseline: zeros        # zeros | constant | blurred | uniform | data (training images) | null (see baselines.py)
     baseline_value: 0.0    # also baseline_sigma (blurred), baseline_seed (uniform), baseline_samples (distribution)
     wrapper: null          # {type: smoothgrad|smoothgrad_sq|vargrad, nt_samples, stdevs, nt_samples_batch_size}
     forgrad_sigma: null    # ForGrad low-pass of the map when set
@@ -44,7 +44,7 @@ from xai_bench.accel import channels_last_weights, fast_forward
 from xai_bench.batching import call_halving_inner, default_batch_size, run_batched
 from xai_bench._compat import deeplift_nonlinearities
 from xai_bench.attribution.base import FACT_NAMES, MethodFacts, method_facts
-from xai_bench.attribution.baselines import BASELINE_KINDS, make_baseline
+from xai_bench.attribution.baselines import BASELINE_KINDS, DATA_BASELINE, data_baseline, make_baseline
 from xai_bench.attribution.superpixels import segment, segmentation_settings
 from xai_bench.checks import as_class_indices, check_images, eval_mode
 from xai_bench.registry import unknown_name_message
@@ -92,6 +92,7 @@ class Explainer:
         batch_size: int | None = None,
         kwargs: Mapping[str, Any] | None = None,
         facts: MethodFacts | None = None,
+        background: Tensor | None = None,
     ) -> None:
         self.method = method
         self.model = model
@@ -111,6 +112,7 @@ class Explainer:
         self.batch_size = batch_size
         self.kwargs = dict(kwargs or {})
         self.facts = facts or method_facts(method_cls)
+        self.background = background  # baseline: data — images from the training split, B×C×H×W
         self._windowed = "sliding_window_shapes" in inspect.signature(method_cls.attribute).parameters
         self._num_classes: int | None = getattr(model, "num_classes", None)
         self._inner_limits: dict[str, int] = {}  # inner batch sizes learned from out-of-memory errors
@@ -188,7 +190,9 @@ class Explainer:
 
     def _prepare(self, images: Tensor) -> dict[str, Tensor]:
         extras: dict[str, Tensor] = {}
-        if self.baseline is not None:
+        if self.baseline == DATA_BASELINE:
+            extras["_distribution"] = data_baseline(self.background, images, self.name)
+        elif self.baseline is not None:
             if self.baseline_samples:
                 # A distribution of references (GradientSHAP samples from it): its own batch size, shared by all
                 # images, so it is not sliced with them.
@@ -267,8 +271,9 @@ class Explainer:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-def build_attribution(cfg: Mapping[str, Any], model: nn.Module) -> Explainer:
-    """Build an :class:`Explainer` from one ``conf/attribution`` node (DictConfig or dict) for ``model``.
+def build_attribution(cfg: Mapping[str, Any], model: nn.Module, *, background: Tensor | None = None) -> Explainer:
+    """Build an :class:`Explainer` from one ``conf/attribution`` node (DictConfig or dict) for ``model`` (and the
+    B×C×H×W ``background`` images of ``baseline: data``: Expected Gradients, DeepLIFT-SHAP).
 
     Leaves the model's train/eval flags alone (``attribute`` runs in eval mode and restores them). Raises
     ``ValueError`` on unknown config keys, a layer method for a model without a
@@ -288,8 +293,8 @@ def build_attribution(cfg: Mapping[str, Any], model: nn.Module) -> Explainer:
     if not (isinstance(opts["method"], dict) and opts["method"].get("_partial_") is True):
         raise ValueError(f"attribution.method for {name!r} must be a `_target_` node with `_partial_: true` (the "
                          f"model is bound at run time), got {opts['method']!r}")
-    if opts.get("baseline") is not None and opts["baseline"] not in BASELINE_KINDS:
-        raise ValueError(unknown_name_message("baseline kind", str(opts["baseline"]), BASELINE_KINDS,
+    if opts.get("baseline") is not None and opts["baseline"] not in (*BASELINE_KINDS, DATA_BASELINE):
+        raise ValueError(unknown_name_message("baseline kind", str(opts["baseline"]), (*BASELINE_KINDS, DATA_BASELINE),
                                               " Set attribution.baseline to one of these (or null)."))
     if opts.get("baseline_samples") and opts.get("baseline") == "blurred":
         raise ValueError("baseline_samples needs an image-independent baseline (zeros, constant, uniform); "
@@ -345,7 +350,7 @@ def build_attribution(cfg: Mapping[str, Any], model: nn.Module) -> Explainer:
         baseline_params=baseline_params, baseline_samples=opts.get("baseline_samples"), wrapper=wrapper,
         forgrad_sigma=opts.get("forgrad_sigma"), channel_reduction=reduction, segmentation=opts.get("segmentation"),
         window=opts.get("window"), stride=opts.get("stride"), batch_size=opts.get("batch_size"),
-        kwargs=opts.get("kwargs") or {}, facts=facts,
+        kwargs=opts.get("kwargs") or {}, facts=facts, background=background,
     )
 
 

@@ -9,6 +9,8 @@ from xai_bench.models.base import IMAGENET_MEAN, IMAGENET_STD, ImageClassifier
 from xai_bench.models.checkpoint import load_checkpoint, save_checkpoint
 from xai_bench.models.zoo import (META_OPTIONS, MODELS, FeatureTap, SmallCNN, imagenet_class_names, timm_model,
                                   torchvision_model)
+from xai_bench.models import onnx_model as _onnx_model  # noqa: F401  (registers model=onnx)
+from xai_bench.models import l2x as _l2x  # noqa: F401  (registers the L2X explainer network)
 
 __all__ = ["ImageClassifier", "create_model", "list_models", "load_checkpoint", "model_options", "save_checkpoint",
            "MODELS", "FeatureTap", "SmallCNN", "IMAGENET_MEAN", "IMAGENET_STD", "imagenet_class_names"]

@@ -35,6 +35,7 @@ from xai_bench.data import make_loader
 from xai_bench.distributed import PeerStore, Ranks, finished, merge_ranks, process_group
 from xai_bench.resume import ShardStore, results_config
 from xai_bench.progress import ProgressBar, progress_reporting
+from xai_bench.tasks._background import draw_background, needs_background
 from xai_bench.tasks.common import RunContext, run_context
 from xai_bench.tasks.setup import build_data, build_model
 from xai_bench.utils import build, save_safetensors, seed_everything
@@ -72,6 +73,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         data = build_data(cfg)
         model = build_model(cfg, data).to(ctx.device).eval()
         ctx.name(model.name, data.name)
+        backgrounds = {key: draw_background(data, node, key, ctx.device) for key, node in methods.items()
+                       if needs_background(node)}  # baseline: data (Expected Gradients, DeepLIFT-SHAP)
         ds = data.split(cfg.split)
         if cfg.get("max_images"):
             ds = Subset(ds, range(min(int(cfg.max_images), len(ds))))  # type: ignore[arg-type]
@@ -87,7 +90,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         image_index = torch.arange(n).repeat_interleave(t)
 
         maps, signed, styles, explainers = _attribute_all(ctx, model, methods, images, targets, names, image_index,
-                                                          fig_cfg, store, ranks)
+                                                          fig_cfg, store, ranks, backgrounds)
         if not ranks.is_main:  # rank 0 has this rank's maps and writes the run's outputs
             return {"rank": ranks.rank, "world_size": ranks.world}
         if ranks.sharded:
@@ -222,7 +225,8 @@ def _load_and_predict(model: nn.Module, ds: Any, cfg: DictConfig, device: torch.
 
 def _attribute_all(ctx: RunContext, model: nn.Module, methods: dict[str, DictConfig], images: Tensor,
                    targets: Tensor, names: list[str], image_index: Tensor, fig_cfg: Any, store: Any,
-                   ranks: Ranks) -> tuple[dict[str, Tensor], dict[str, bool], dict[str, str], dict[str, Explainer]]:
+                   ranks: Ranks, backgrounds: dict[str, Tensor]
+                   ) -> tuple[dict[str, Tensor], dict[str, bool], dict[str, str], dict[str, Explainer]]:
     """Run every method on all (image, target) pairs: name → (N·T)×C×H×W maps on the CPU, name → signed, and
     name → the figure style the method reads best in (its ``figure`` fact, where it has one).
 
@@ -246,7 +250,7 @@ def _attribute_all(ctx: RunContext, model: nn.Module, methods: dict[str, DictCon
         if any(s["method"] == name for s in skipped):
             continue
         try:
-            explainers[name] = build_attribution(node, model)
+            explainers[name] = build_attribution(node, model, background=backgrounds.get(key))
         except (ValueError, NotImplementedError) as err:
             _skip(cfg, skipped, name, err)
         ctx.timings[f"attr/{name}"] = 0.0
@@ -358,7 +362,7 @@ def _score_maps(ctx: RunContext, model: nn.Module, x: Tensor, targets: Tensor, m
 
         def run(images: Tensor, targets: Tensor, model: nn.Module | None = None) -> Tensor:
             seed_everything(int(cfg.seed))
-            e = explainer if model is None else build_attribution(node, model)
+            e = explainer if model is None else build_attribution(node, model, background=explainer.background)
             return e.attribute(images, targets).float()
 
         return run

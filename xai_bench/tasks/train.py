@@ -19,6 +19,10 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    if cfg.get("task_name") == "l2x":  # python train.py task=l2x: train an L2X explainer for cfg.model
+        from xai_bench.tasks import l2x
+
+        return l2x.run(cfg)
     with run_context(cfg, "train") as ctx:
         data = build_data(cfg)
         model = build_model(cfg, data)
