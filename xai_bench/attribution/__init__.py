@@ -4,7 +4,10 @@ node into an :class:`Explainer` (``build_attribution``)."""
 
 from xai_bench.attribution.base import AttributionMethod, MethodFacts, method_facts
 from xai_bench.attribution.baselines import make_baseline
-from xai_bench.attribution.cam import EigenCAM, GradCAMPlusPlus, ScoreCAM
+from xai_bench.attribution.ablation_cam import AblationCAM
+from xai_bench.attribution.cam import EigenCAM, GradCAM, GradCAMPlusPlus, ScoreCAM
+from xai_bench.attribution.cam_base import BaseCAM, FPNLevelsToMap, ViTTokensToGrid
+from xai_bench.attribution.cam_targets import BoxScoreTarget, ClassTarget
 from xai_bench.attribution.forgrad import ForGrad, forgrad_filter
 from xai_bench.attribution.guided import Deconvolution, GuidedBackprop, GuidedGradCam, check_guided_support
 from xai_bench.attribution.rise import RISE, generate_rise_masks
@@ -16,6 +19,13 @@ __all__ = [
     "MethodFacts",
     "method_facts",
     "RISE",
+    "AblationCAM",
+    "BaseCAM",
+    "BoxScoreTarget",
+    "ClassTarget",
+    "FPNLevelsToMap",
+    "GradCAM",
+    "ViTTokensToGrid",
     "Deconvolution",
     "EigenCAM",
     "Explainer",
