@@ -13,6 +13,7 @@ from xai_bench.attribution.guided import Deconvolution, GuidedBackprop, GuidedGr
 from xai_bench.attribution.rise import RISE, generate_rise_masks
 from xai_bench.attribution.runner import Explainer, build_attribution, expand_targets, to_display
 from xai_bench.attribution.superpixels import superpixel_masks
+from xai_bench.attribution.vit_attention import AttentionRollout, RawAttention, TransformerAttribution
 
 __all__ = [
     "AttributionMethod",
@@ -26,6 +27,9 @@ __all__ = [
     "FPNLevelsToMap",
     "GradCAM",
     "ViTTokensToGrid",
+    "AttentionRollout",
+    "RawAttention",
+    "TransformerAttribution",
     "Deconvolution",
     "EigenCAM",
     "Explainer",

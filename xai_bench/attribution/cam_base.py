@@ -6,7 +6,7 @@ resolution like ``captum.attr.LayerGradCam``):
 
 - **hooks** record the layer's output on a forward pass and are removed even when the model raises;
 - a **reshape transform** turns whatever the layer outputs into activations Tensor[N, K, h, w]: ViT tokens
-  Tensor[N, T, D] → a D×h×w grid (:class:`ViTTokensToGrid`), an FPN's dict of levels → one map
+  Tensor[N, T, D] → a D×h×w grid (:class:`~xai_bench.models.vit.ViTTokensToGrid`), an FPN's dict of levels → one map
   (:class:`FPNLevelsToMap`). It is applied to activations and to their gradients alike. ``None`` takes the model's
   own (``model.reshape_transform``, which our ViT builder sets), so the same YAML explains a CNN and a ViT;
 - **targets** say which scalar per image is explained: class indices (Captum's ``target``) become a
@@ -24,39 +24,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xai_bench.attribution.cam_targets import Target, as_target
+from xai_bench.models.vit import ViTTokensToGrid
 
 __all__ = ["BaseCAM", "FPNLevelsToMap", "ViTTokensToGrid", "flatten_output", "unflatten_output"]
 
 ReshapeTransform = Callable[[Any], Tensor]
-
-
-class ViTTokensToGrid:
-    """ViT tokens Tensor[N, P + h·w, D] → Tensor[N, D, h, w]: drop the ``prefix_tokens`` (class / distillation /
-    register tokens) and lay the patch tokens out on their grid (pytorch-grad-cam's ``reshape_transform`` for ViTs).
-
-    Args:
-        grid: ``(h, w)`` patches per column and row; ``None`` takes the square root of the patch count.
-        prefix_tokens: tokens before the patches (1 for ViT's class token, 2 for DeiT-distilled). Default: 1
-    """
-
-    def __init__(self, grid: Sequence[int] | None = None, prefix_tokens: int = 1) -> None:
-        self.grid = tuple(int(g) for g in grid) if grid is not None else None
-        self.prefix_tokens = int(prefix_tokens)
-
-    def __call__(self, tokens: Any) -> Tensor:
-        if not isinstance(tokens, Tensor) or tokens.dim() != 3:
-            shape = tuple(tokens.shape) if isinstance(tokens, Tensor) else type(tokens).__name__
-            raise ValueError(f"ViTTokensToGrid needs tokens Tensor[N, T, D], got {shape}; pick a transformer block "
-                             f"(e.g. net.blocks.-1.norm1) as the layer")
-        patches = tokens[:, self.prefix_tokens:]
-        n, t, d = patches.shape
-        h, w = self.grid or (round(t ** 0.5),) * 2
-        if h * w != t:
-            raise ValueError(f"{t} patch tokens do not fill a {h}×{w} grid; set grid=(h, w) and prefix_tokens")
-        return patches.transpose(1, 2).reshape(n, d, h, w)
-
-    def __repr__(self) -> str:
-        return f"ViTTokensToGrid(grid={self.grid}, prefix_tokens={self.prefix_tokens})"
 
 
 class FPNLevelsToMap:
