@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from pathlib import Path
 
-import pytest
 import torch
 from torch import nn
 
