@@ -26,6 +26,7 @@ from xai_bench.attribution import AblationCAM, BoxScoreTarget, EigenCAM, FPNLeve
 from xai_bench.data import SHAPES
 from xai_bench.data.detection import shape_scenes
 from xai_bench.models.detection import coco_faster_rcnn, tiny_fcos, train_detector
+from xai_bench.progress import progress_reporting
 from xai_bench.viz.detection import detection_cam_figure
 
 log = logging.getLogger("detection_cam")
@@ -85,6 +86,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=4, help="scenes to explain")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    with progress_reporting():
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     if args.model == "tiny_fcos":
         model = shapes_detector(args.cache, args.steps, args.retrain)
         images, names, channels = shape_scenes(args.n, seed=12345)["image"], list(SHAPES), 64

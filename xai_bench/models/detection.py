@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from xai_bench._compat import ensure_torchvision_nms
+from xai_bench.progress import ProgressBar
 
 __all__ = ["TinyBackbone", "coco_faster_rcnn", "tiny_fcos", "train_detector"]
 
@@ -78,7 +79,8 @@ def coco_faster_rcnn(**kwargs: Any) -> nn.Module:
 
 
 def train_detector(model: nn.Module, images: Tensor, boxes: Sequence[Tensor], labels: Sequence[Tensor], *,
-                   steps: int = 300, batch_size: int = 16, lr: float = 0.01, seed: int = 0) -> list[float]:
+                   steps: int = 300, batch_size: int = 16, lr: float = 0.01, seed: int = 0,
+                   show_progress: bool | None = None) -> list[float]:
     """A short SGD loop (torchvision detectors return their losses in train mode). Returns the loss per step.
 
     Written here rather than in ``xai_bench.training`` because that loop is for classifiers (logits, accuracy,
@@ -89,13 +91,15 @@ def train_detector(model: nn.Module, images: Tensor, boxes: Sequence[Tensor], la
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.2)
     model.train()
     history = []
-    for _ in range(steps):
-        idx = torch.randint(0, len(images), (batch_size,), generator=g).tolist()
-        targets = [{"boxes": boxes[i], "labels": labels[i]} for i in idx]
-        loss = sum(model(list(images[idx]), targets).values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        history.append(float(loss.detach()))
+    with ProgressBar(total=steps, desc="detector training", unit="step", show=show_progress) as bar:
+        for _ in range(steps):
+            idx = torch.randint(0, len(images), (batch_size,), generator=g).tolist()
+            targets = [{"boxes": boxes[i], "labels": labels[i]} for i in idx]
+            loss = sum(model(list(images[idx]), targets).values())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            history.append(float(loss.detach()))
+            bar.update(1)
     return history
