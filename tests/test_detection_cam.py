@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -125,3 +126,28 @@ def test_detection_cams_peak_inside_their_boxes():
         py, px = divmod(int(m.argmax()), 64)
         on_object += int(scenes["masks"][i][:, max(py - 2, 0):py + 3, max(px - 2, 0):px + 3].any())
     assert on_object >= 4, f"EigenCAM peaks on an object in {on_object}/6 scenes"
+
+
+@pytest.mark.parametrize("name", ["GradCAM", "ScoreCAM", "EigenCAM", "GradCAMPlusPlus", "AblationCAM"])
+def test_template_removes_hooks_when_the_model_raises(name):
+    import xai_bench.attribution as attribution
+
+    class Boom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 3, padding=1)
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            y = self.conv(x)
+            if self.calls > 1:
+                raise RuntimeError("boom")
+            return y.mean((2, 3))
+
+    model = Boom()
+    with pytest.raises(RuntimeError, match="boom"):
+        getattr(attribution, name)(model, model.conv).attribute(torch.rand(1, 3, 8, 8), target=0)
+        model.calls = 1  # EigenCAM needs one pass only: make the next call raise
+        getattr(attribution, name)(model, model.conv).attribute(torch.rand(1, 3, 8, 8), target=0)
+    assert not model.conv._forward_hooks
