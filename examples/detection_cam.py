@@ -25,7 +25,7 @@ import xai_bench  # noqa: F401  (torchvision compat first)
 from xai_bench.attribution import AblationCAM, BoxScoreTarget, EigenCAM, FPNLevelsToMap
 from xai_bench.data import SHAPES
 from xai_bench.data.detection import shape_scenes
-from xai_bench.models.detection import coco_faster_rcnn, tiny_fcos, train_detector
+from xai_bench.models.detection import coco_faster_rcnn, explaining, tiny_fcos, train_detector
 from xai_bench.progress import progress_reporting
 from xai_bench.viz.detection import detection_cam_figure
 
@@ -50,18 +50,29 @@ def shapes_detector(cache: Path, steps: int, retrain: bool, seed: int = 0) -> to
     return model.eval()
 
 
-def explain(model: torch.nn.Module, images: torch.Tensor, class_names: list[str], *, max_boxes: int = 3,
-            max_channels: int | None = None) -> tuple[list, list, torch.Tensor, list]:
+def cam_layer(model: torch.nn.Module, layer: str) -> tuple[torch.nn.Module, FPNLevelsToMap | None]:
+    """``fpn``: the FPN's levels stacked by FPNLevelsToMap; else a dotted module name (``backbone.c4``)."""
+    if layer == "fpn":
+        return model.backbone, FPNLevelsToMap()
+    return dict(model.named_modules())[layer], None
+
+
+def explain(model: torch.nn.Module, images: torch.Tensor, class_names: list[str], *, layer: str = "fpn",
+            max_boxes: int = 3, max_channels: int | None = None) -> tuple[list, list, torch.Tensor, list]:
     """Detections, EigenCAM per image and AblationCAM per detected box (box-score target) at the input size."""
     import torch.nn.functional as F
 
+    from torchvision.ops import nms
+
     with torch.no_grad():
         dets = model(images)
-    fpn = FPNLevelsToMap()
+    # show each object once: the detector's NMS is per class, so one object can carry boxes of two classes
+    dets = [{k: v[nms(d["boxes"], d["scores"], 0.5)] for k, v in d.items()} for d in dets]
+    module, reshape = cam_layer(model, layer)
     size = images.shape[-2:]
-    eigen = F.interpolate(EigenCAM(model, model.backbone, fpn).attribute(images), size=size, mode="bilinear")
+    eigen = F.interpolate(EigenCAM(model, module, reshape).attribute(images), size=size, mode="bilinear")
     boxes, captions, box_maps = [], [], []
-    ablation = AblationCAM(model, model.backbone, fpn)
+    ablation = AblationCAM(model, module, reshape)
     for i, det in enumerate(dets):
         b, lab = det["boxes"][:max_boxes], det["labels"][:max_boxes]
         boxes.append(b)
@@ -70,8 +81,9 @@ def explain(model: torch.nn.Module, images: torch.Tensor, class_names: list[str]
             box_maps.append(torch.zeros(0, 1, *size))
             continue
         target = BoxScoreTarget([b[j:j + 1] for j in range(len(b))], [lab[j:j + 1] for j in range(len(b))])
-        maps = ablation.attribute(images[i:i + 1].expand(len(b), -1, -1, -1), target=target,
-                                  max_channels=max_channels, batch_size=16)
+        with explaining(model):
+            maps = ablation.attribute(images[i:i + 1].expand(len(b), -1, -1, -1), target=target,
+                                      max_channels=max_channels, batch_size=16)
         box_maps.append(F.interpolate(maps, size=size, mode="bilinear"))
     return boxes, captions, eigen, box_maps
 
@@ -84,6 +96,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("outputs/detector"))
     parser.add_argument("--out", type=Path, default=Path("docs/img/detection_cam.png"))
     parser.add_argument("--n", type=int, default=4, help="scenes to explain")
+    parser.add_argument("--layer", default=None, help="fpn (all FPN levels) or a dotted module name; default: "
+                        "backbone.c4 for tiny_fcos (the stride-4 stage after its ReLU), fpn for Faster R-CNN")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with progress_reporting():
@@ -93,7 +107,7 @@ def main() -> None:
 def run(args: argparse.Namespace) -> None:
     if args.model == "tiny_fcos":
         model = shapes_detector(args.cache, args.steps, args.retrain)
-        images, names, channels = shape_scenes(args.n, seed=12345)["image"], list(SHAPES), 64
+        images, names, channels = shape_scenes(args.n, seed=12345)["image"], list(SHAPES), None
     else:
         from skimage import data as photos
 
@@ -103,8 +117,10 @@ def run(args: argparse.Namespace) -> None:
                 for k in ("astronaut", "coffee", "chelsea")][: args.n]
         images = torch.stack([torch.nn.functional.interpolate(p[None], size=(384, 384), mode="bilinear")[0]
                               for p in pics])
-    boxes, captions, eigen, box_maps = explain(model, images, names, max_channels=channels)
-    path = detection_cam_figure(images, boxes, captions, eigen, box_maps, args.out)
+    layer = args.layer or ("backbone.c4" if args.model == "tiny_fcos" else "fpn")
+    boxes, captions, eigen, box_maps = explain(model, images, names, layer=layer, max_channels=channels)
+    path = detection_cam_figure(images, boxes, captions, eigen, box_maps, args.out,
+                                layer_title="FPN" if layer == "fpn" else layer)
     log.info("wrote %s", path)
 
 

@@ -95,37 +95,43 @@ def _cached_detector():
 
 def test_detection_cams_peak_inside_their_boxes():
     """The tiny FCOS cached by ``python examples/detection_cam.py`` (copied to tests/data): on unseen scenes, each
-    detected box's AblationCAM (box-score target) peaks inside that box for most boxes, and EigenCAM peaks on an
-    object."""
+    detected box's AblationCAM (box-score target, backbone stage at stride 4) peaks inside that box for most boxes,
+    and EigenCAM peaks on an object in most scenes."""
+    from torchvision.ops import nms  # after tiny_fcos, which makes torchvision's NMS work without its extension
+
+    from xai_bench.models.detection import explaining
+
     model = _cached_detector()
-    scenes = shape_scenes(6, seed=999)
+    scenes = shape_scenes(12, seed=999)
     x = scenes["image"]
     with torch.no_grad():
         dets = model(x)
-    fpn = FPNLevelsToMap()
+    layer = model.backbone.c4
     hits, total = 0, 0
     for i, det in enumerate(dets):
-        b, lab = det["boxes"][:3], det["labels"][:3]
+        keep = nms(det["boxes"], det["scores"], 0.5)[:3]  # one box per object (the detector's NMS is per class)
+        b, lab = det["boxes"][keep], det["labels"][keep]
         if len(b) == 0:
             continue
         target = BoxScoreTarget([b[j:j + 1] for j in range(len(b))], [lab[j:j + 1] for j in range(len(b))])
-        maps = AblationCAM(model, model.backbone, fpn).attribute(x[i:i + 1].expand(len(b), -1, -1, -1),
-                                                                 target=target, batch_size=64)
+        with explaining(model):
+            maps = AblationCAM(model, layer).attribute(x[i:i + 1].expand(len(b), -1, -1, -1), target=target,
+                                                       batch_size=64)
         for j in range(len(b)):
             m = torch.nn.functional.interpolate(maps[j:j + 1], size=(64, 64), mode="bilinear")[0, 0]
             py, px = divmod(int(m.argmax()), 64)
             x1, y1, x2, y2 = b[j].tolist()
             hits += int(x1 - 2 <= px + 0.5 <= x2 + 2 and y1 - 2 <= py + 0.5 <= y2 + 2)
             total += 1
-    assert total >= 6, f"the cached detector found only {total} boxes in 6 scenes"
-    assert hits >= 0.7 * total, f"{hits}/{total} box maps peak inside their box"
-    eigen = EigenCAM(model, model.backbone, fpn).attribute(x)
+    assert total >= 12, f"the cached detector found only {total} boxes in 12 scenes"
+    assert hits > 0.5 * total, f"{hits}/{total} box maps peak inside their box"
+    eigen = EigenCAM(model, layer).attribute(x)
     on_object = 0
     for i in range(len(x)):
         m = torch.nn.functional.interpolate(eigen[i:i + 1], size=(64, 64), mode="bilinear")[0, 0]
         py, px = divmod(int(m.argmax()), 64)
         on_object += int(scenes["masks"][i][:, max(py - 2, 0):py + 3, max(px - 2, 0):px + 3].any())
-    assert on_object >= 4, f"EigenCAM peaks on an object in {on_object}/6 scenes"
+    assert on_object >= 9, f"EigenCAM peaks on an object in {on_object}/12 scenes"
 
 
 @pytest.mark.parametrize("name", ["GradCAM", "ScoreCAM", "EigenCAM", "GradCAMPlusPlus", "AblationCAM"])

@@ -11,7 +11,8 @@ dicts with ``boxes`` (x1, y1, x2, y2, pixels), ``scores`` and ``labels``. CAMs e
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -20,7 +21,24 @@ from torch import Tensor, nn
 from xai_bench._compat import ensure_torchvision_nms
 from xai_bench.progress import ProgressBar
 
-__all__ = ["TinyBackbone", "coco_faster_rcnn", "tiny_fcos", "train_detector"]
+__all__ = ["TinyBackbone", "coco_faster_rcnn", "explaining", "tiny_fcos", "train_detector"]
+
+
+@contextmanager
+def explaining(model: nn.Module, score_thresh: float = 0.01) -> Iterator[nn.Module]:
+    """Lower the detector's score threshold for a block (restored after it).
+
+    A box-score target reads the score of the detection that matches a box; when a perturbation (an ablated
+    channel) pushes it under the deployment threshold the detection vanishes and the score jumps to 0, so every
+    perturbation near the threshold looks decisive. With a low threshold the score falls smoothly instead.
+    """
+    owner = model.roi_heads if hasattr(model, "roi_heads") else model  # Faster R-CNN keeps it on its ROI heads
+    old = owner.score_thresh
+    owner.score_thresh = score_thresh
+    try:
+        yield model
+    finally:
+        owner.score_thresh = old
 
 
 class TinyBackbone(nn.Module):

@@ -29,7 +29,7 @@ def _boxes(ax, boxes: torch.Tensor, labels: Sequence[str], only: int | None = No
 def detection_cam_figure(images: torch.Tensor, boxes: Sequence[torch.Tensor], labels: Sequence[Sequence[str]],
                          image_maps: torch.Tensor, box_maps: Sequence[torch.Tensor], path: str | Path, *,
                          image_map_title: str = "EigenCAM", box_map_title: str = "AblationCAM",
-                         max_boxes: int = 3) -> Path:
+                         max_boxes: int = 3, layer_title: str = "FPN") -> Path:
     """Rows: images. Columns: the image with its boxes, ``image_maps`` (one map per image, e.g. EigenCAM), then up
     to ``max_boxes`` per-box maps (``box_maps[i]``: Tensor[B_i, 1, H, W], e.g. AblationCAM with a box-score target),
     each drawn with its box.
@@ -63,6 +63,6 @@ def detection_cam_figure(images: torch.Tensor, boxes: Sequence[torch.Tensor], la
         _clean_axis(axes[i, 0])
         if i == 0:
             axes[i, 0].set_title("detections", fontsize=8)
-            axes[i, 1].set_title(f"{image_map_title} (FPN)", fontsize=8)
+            axes[i, 1].set_title(f"{image_map_title} ({layer_title})", fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)
