@@ -97,11 +97,11 @@ def test_detection_cams_peak_inside_their_boxes():
     """The tiny FCOS cached by ``python examples/detection_cam.py`` (copied to tests/data): on unseen scenes, each
     detected box's AblationCAM (box-score target, backbone stage at stride 4) peaks inside that box for most boxes,
     and EigenCAM peaks on an object in most scenes."""
-    from torchvision.ops import nms  # after tiny_fcos, which makes torchvision's NMS work without its extension
-
     from xai_bench.models.detection import explaining
 
     model = _cached_detector()
+    from torchvision.ops import nms  # after tiny_fcos, which makes torchvision's NMS work without its extension
+
     scenes = shape_scenes(12, seed=999)
     x = scenes["image"]
     with torch.no_grad():
@@ -157,3 +157,18 @@ def test_template_removes_hooks_when_the_model_raises(name):
         model.calls = 1  # EigenCAM needs one pass only: make the next call raise
         getattr(attribution, name)(model, model.conv).attribute(torch.rand(1, 3, 8, 8), target=0)
     assert not model.conv._forward_hooks
+
+
+def test_tiny_detector_trains_and_detects_in_torchvision_format():
+    from xai_bench.models.detection import tiny_fcos, train_detector
+
+    torch.manual_seed(0)
+    model = tiny_fcos()
+    d = shape_scenes(8, seed=5)
+    before = [p.detach().clone() for p in model.parameters()]
+    history = train_detector(model, d["image"], d["boxes"], d["labels"], steps=2, batch_size=4)
+    assert len(history) == 2 and all(torch.isfinite(torch.tensor(history)))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    with torch.no_grad():
+        out = model.eval()(d["image"][:2])
+    assert len(out) == 2 and set(out[0]) == {"boxes", "scores", "labels"} and out[0]["boxes"].shape[-1] == 4
