@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from xai_bench.attribution.base import with_settings_of
 from xai_bench.attribution.cam_targets import Target, as_target
 from xai_bench.models.vit import ViTTokensToGrid
 
@@ -92,6 +93,11 @@ class BaseCAM:
     one_image_per_call: bool = False
     unshare_nonlinearities: bool = False
     figure: str | None = "overlay"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "cam" in cls.__dict__ and "attribute" not in cls.__dict__:
+            cls.attribute = with_settings_of(BaseCAM.attribute, cls.cam, ("self", "inputs", "target"))
 
     def __init__(self, forward_func: Callable[[Tensor], Any], layer: nn.Module,
                  reshape_transform: ReshapeTransform | None = None) -> None:

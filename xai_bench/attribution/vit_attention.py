@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from xai_bench.attribution.base import with_settings_of
 from xai_bench.batching import AdaptiveBatcher
 from xai_bench.errors import ConfigError
 from xai_bench.models.vit import attention_modules
@@ -70,6 +71,11 @@ class _AttentionMethod:
     one_image_per_call = False
     unshare_nonlinearities = False
     figure: str | None = "overlay"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_explain" in cls.__dict__:
+            cls.attribute = with_settings_of(_AttentionMethod.attribute, cls._explain, ("self", "inputs", "targets"))
 
     def __init__(self, forward_func: nn.Module) -> None:
         net = getattr(forward_func, "net", forward_func)
