@@ -91,10 +91,39 @@ def test_there_is_a_config_per_method():
         assert cfg.name == p.stem and cfg.method._partial_ is True
 
 
+def tiny_vit(num_classes: int = 3) -> ImageClassifier:
+    from xai_bench.models import create_model
+
+    torch.manual_seed(0)
+    return create_model("vit_tiny_shapes", num_classes=num_classes, input_size=16)
+
+
+def requirement(cfg) -> str | None:
+    """What a method declares it needs of the model (``requires = "vit"`` on attention methods), else None."""
+    from hydra.utils import get_class
+
+    return getattr(get_class(cfg.method._target_), "requires", None)
+
+
 @pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.stem)
 def test_config_contract_tiny_cnn(path):
     cfg = load(path)
+    if requirement(cfg) == "vit":
+        # a ViT-only method refuses a CNN when built, naming what it needs, and keeps the contract on a ViT
+        from xai_bench.errors import ConfigError
+
+        with pytest.raises(ConfigError, match="vit_tiny_shapes"):
+            build_attribution(cfg, tiny_cnn())
+        check_contract(cfg, tiny_vit(), images(2, 16), torch.tensor([0, 2]))
+        return
+    assert requirement(cfg) is None, f"unknown model requirement {requirement(cfg)!r}: give the contract test a model"
     check_contract(cfg, tiny_cnn(), images(), torch.tensor([0, 2]))
+
+
+@pytest.mark.parametrize("name", ["gradcam", "gradcam_plus_plus", "scorecam", "eigencam", "ablationcam"])
+def test_cam_contract_on_vit_tokens(name):
+    """The CAMs on the template explain a ViT through its tokens → grid reshape_transform, with the same YAML."""
+    check_contract(load(CONF_DIR / f"{name}.yaml"), tiny_vit(), images(2, 16), torch.tensor([1, 2]))
 
 
 @pytest.mark.slow
@@ -103,6 +132,8 @@ def test_config_contract_resnet18(path):
     import torchvision
 
     cfg = load(path)
+    if requirement(cfg) == "vit":
+        pytest.skip("ViT-only method: its contract runs on a ViT in test_config_contract_tiny_cnn")
     if cfg.get("window") is not None:
         cfg.window, cfg.stride = 32, 32
     if cfg.name == "scorecam":

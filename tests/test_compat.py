@@ -29,6 +29,54 @@ def test_reference_nms_is_greedy_nms():
     assert _compat.nms_reference(torch.zeros(0, 4), torch.zeros(0), 0.5).numel() == 0
 
 
+def _brute_force_nms(boxes, scores, thr):
+    """Greedy NMS from its definition, in plain Python floats: visit boxes by decreasing score, keep a box unless
+    a kept box overlaps it by IoU > thr."""
+    def iou(a, b):
+        iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+        ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        inter = iw * ih
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+        return inter / union
+
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    keep = []
+    for i in order:
+        if all(iou(boxes[i], boxes[k]) <= thr for k in keep):
+            keep.append(i)
+    return keep
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_reference_nms_matches_brute_force(seed):
+    g = torch.Generator().manual_seed(seed)
+    n = 60
+    xy = torch.rand(n, 2, generator=g) * 40
+    wh = 2 + torch.rand(n, 2, generator=g) * 20
+    boxes = torch.cat([xy, xy + wh], 1)
+    scores = torch.randperm(n, generator=g).float() / n  # distinct scores: the order is unambiguous
+    for thr in (0.0, 0.3, 0.5, 0.9):
+        expected = _brute_force_nms(boxes.tolist(), scores.tolist(), thr)
+        assert _compat.nms_reference(boxes, scores, thr).tolist() == expected
+
+
+def test_torchvision_nms_and_batched_nms_work():
+    _compat.ensure_torchvision_nms()
+    import torchvision
+
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(40, 2, generator=g) * 30
+    boxes = torch.cat([xy, xy + 5 + torch.rand(40, 2, generator=g) * 10], 1)
+    scores, idxs = torch.rand(40, generator=g), torch.randint(0, 3, (40,), generator=g)
+    assert torchvision.ops.nms(boxes, scores, 0.5).tolist() == _brute_force_nms(boxes.tolist(), scores.tolist(), 0.5)
+    keep = torchvision.ops.batched_nms(boxes, scores, idxs, 0.5)  # per class: NMS never crosses categories
+    expected = []
+    for c in range(3):
+        members = (idxs == c).nonzero().flatten().tolist()
+        expected += [members[k] for k in _brute_force_nms(boxes[members].tolist(), scores[members].tolist(), 0.5)]
+    assert sorted(keep.tolist()) == sorted(expected)
+
+
 # Every private third-party API we rely on lives in xai_bench/_compat.py; these fail loudly when one moves (and the
 # upper pins in pyproject.toml say which release to look at).
 def test_captum_private_apis_still_resolve():

@@ -34,8 +34,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ["TORCHVISION_EXTENSION_LOADED", "captum_progress_factory", "captum_register_backward_hook",
-           "deeplift_nonlinearities", "imagenet_categories", "lime_exp_kernel", "lime_lasso", "nms_reference",
-           "undecorated_attribute"]
+           "deeplift_nonlinearities", "ensure_torchvision_nms", "imagenet_categories", "lime_exp_kernel", "lime_lasso",
+           "nms_reference", "undecorated_attribute"]
 
 _LIB: torch.library.Library | None = None
 
@@ -57,28 +57,51 @@ def _extension_loads() -> bool:
 
 
 def nms_reference(dets: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Greedy non-maximum suppression in plain torch (same contract as ``torchvision.ops.nms``)."""
+    """Greedy non-maximum suppression in plain torch (same contract as ``torchvision.ops.nms``: indices of the kept
+    boxes by decreasing score; a box is dropped when its IoU with a kept, higher-scoring box exceeds the threshold).
+
+    One iteration per *kept* box, each vectorised over the boxes still in play, so a detector's thousands of
+    candidates cost a few dozen tensor ops, not a Python loop over every pair.
+    """
     if dets.numel() == 0:
         return torch.empty(0, dtype=torch.long, device=dets.device)
-    order = scores.argsort(descending=True)
+    order = scores.argsort(descending=True, stable=True)
     x1, y1, x2, y2 = dets.unbind(1)
     areas = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
     keep = []
-    suppressed = torch.zeros(len(order), dtype=torch.bool, device=dets.device)
-    for i_pos in range(len(order)):
-        if suppressed[i_pos]:
-            continue
-        i = order[i_pos]
+    while order.numel():
+        i, rest = order[0], order[1:]
         keep.append(i)
-        rest = order[i_pos + 1 :]
-        xx1 = torch.maximum(x1[i], x1[rest])
-        yy1 = torch.maximum(y1[i], y1[rest])
-        xx2 = torch.minimum(x2[i], x2[rest])
-        yy2 = torch.minimum(y2[i], y2[rest])
-        inter = (xx2 - xx1).clamp(min=0) * (yy2 - yy1).clamp(min=0)
+        inter = ((torch.minimum(x2[i], x2[rest]) - torch.maximum(x1[i], x1[rest])).clamp(min=0)
+                 * (torch.minimum(y2[i], y2[rest]) - torch.maximum(y1[i], y1[rest])).clamp(min=0))
         iou = inter / (areas[i] + areas[rest] - inter)
-        suppressed[i_pos + 1 :] |= iou > iou_threshold
+        order = rest[~(iou > iou_threshold)]  # NaN IoU (two empty boxes) keeps the box, as torchvision's kernel does
     return torch.stack(keep)
+
+
+def ensure_torchvision_nms() -> None:
+    """Make ``torchvision.ops.nms`` / ``batched_nms`` (what every torchvision detector calls) work without the
+    compiled extension, with :func:`nms_reference`; a no-op where the extension loads.
+
+    The operator schema declared at import lets torchvision import, but ``torchvision.ops.boxes.nms`` first asserts
+    that the extension is loaded. ``batched_nms`` looks ``nms`` up in that module, so rebinding it there (and the
+    re-export in ``torchvision.ops``) is enough.
+    """
+    if TORCHVISION_EXTENSION_LOADED:
+        return
+    import torchvision.ops
+    import torchvision.ops.boxes as boxes
+
+    if getattr(boxes.nms, "_xai_bench", False):
+        return
+
+    def nms(boxes_: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+        return nms_reference(boxes_, scores, iou_threshold)
+
+    nms._xai_bench = True  # type: ignore[attr-defined]
+    nms.__doc__ = boxes.nms.__doc__
+    boxes.nms = nms
+    torchvision.ops.nms = nms
 
 
 def _declare_ops() -> None:

@@ -95,3 +95,27 @@ class AttributionMethod:
 
     def attribute(self, inputs: Tensor, target: Any = None, **kwargs: Any) -> Tensor:  # pragma: no cover
         raise NotImplementedError
+
+
+def with_settings_of(base_attribute: Any, impl: Any, skip: tuple[str, ...]) -> Any:
+    """A per-class ``attribute`` that calls ``base_attribute`` and whose signature also lists ``impl``'s settings.
+
+    Template classes (the CAMs' ``attribute`` → ``cam``, the attention methods' → ``_explain``) take a subclass's
+    settings through ``**settings``; giving each subclass an ``attribute`` with the real parameter list lets the
+    config check reject a misspelt ``kwargs`` key at start-up (``relu`` for ``relu_attributions``) and lets
+    ``help()`` show the settings.
+    """
+    import functools
+    import inspect
+
+    def attribute(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return base_attribute(self, *args, **kwargs)
+
+    functools.update_wrapper(attribute, base_attribute)
+    del attribute.__wrapped__
+    params = [p for p in inspect.signature(base_attribute).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    names = {p.name for p in params}
+    extra = [p.replace(kind=p.KEYWORD_ONLY) if p.kind is p.POSITIONAL_OR_KEYWORD else p
+             for name, p in inspect.signature(impl).parameters.items() if name not in (*skip, *names)]
+    attribute.__signature__ = inspect.Signature(params + extra)  # type: ignore[attr-defined]
+    return attribute

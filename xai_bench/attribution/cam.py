@@ -1,67 +1,80 @@
-"""Class activation maps Captum lacks: Score-CAM, Eigen-CAM and Grad-CAM++.
+"""Class activation maps on the CAM template (:mod:`.cam_base`): Grad-CAM, Score-CAM, Eigen-CAM and Grad-CAM++.
 
-All three follow Captum's layer-method shape (``Method(forward_func, layer)``, ``attribute(inputs, target, ...)``) and
-return maps at the layer's resolution, Tensor[N, 1, h, w], like ``captum.attr.LayerGradCam``; upsample them with
-``captum.attr.LayerAttribution.interpolate``.
+Each follows Captum's layer-method shape (``Method(forward_func, layer)``, ``attribute(inputs, target, ...)``) and
+returns maps at the layer's resolution, Tensor[N, 1, h, w], like ``captum.attr.LayerGradCam``; the template supplies
+the hooks, the ``reshape_transform`` (ViT tokens, FPN levels) and the targets, each class only its weights.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from xai_bench.attribution.cam_base import BaseCAM
+from xai_bench.attribution.cam_targets import as_target
 from xai_bench.batching import AdaptiveBatcher, default_batch_size
-from xai_bench.checks import check_images, target_indices
 
-__all__ = ["EigenCAM", "GradCAMPlusPlus", "ScoreCAM"]
-
-
-def _layer_output(out: object, layer: nn.Module) -> Tensor:
-    if isinstance(out, (tuple, list)) and len(out) == 1:
-        out = out[0]
-    if not isinstance(out, Tensor) or out.dim() != 4:
-        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"layer {type(layer).__name__} must output a Tensor[N, K, h, w] for a CAM, got {shape}; "
-                         f"pick a convolutional layer (for ViTs reshape tokens to a grid first)")
-    return out
+__all__ = ["EigenCAM", "GradCAM", "GradCAMPlusPlus", "ScoreCAM", "is_target_object"]
 
 
-class _LayerCAM:
-    """Shared plumbing: hold the model and layer, run forwards that record the layer's output."""
-
-    def __init__(self, forward_func: Callable[[Tensor], Tensor], layer: nn.Module) -> None:
-        if not isinstance(layer, nn.Module):
-            raise ValueError(f"layer must be an nn.Module (e.g. model.get_layer(name)), got {type(layer).__name__}")
-        self.forward_func = forward_func
-        self.layer = layer
-
-    def _forward_with_activations(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
-        """Model output and the layer's output (still attached to the graph if grad is enabled)."""
-        store: dict[str, Tensor] = {}
-
-        def hook(module: nn.Module, args: object, out: object) -> None:
-            store["act"] = _layer_output(out, module)
-
-        handle = self.layer.register_forward_hook(hook)
-        try:
-            out = self.forward_func(inputs)
-        finally:
-            handle.remove()
-        if "act" not in store:
-            raise ValueError(f"layer {type(self.layer).__name__} was not called by the forward pass; "
-                             f"is it part of the model?")
-        return out, store["act"]
-
-    @staticmethod
-    def _finish(cam: Tensor, relu_attributions: bool, dtype: torch.dtype) -> Tensor:
-        cam = cam.unsqueeze(1)
-        return (F.relu(cam) if relu_attributions else cam).to(dtype)
+def is_target_object(target: Any) -> bool:
+    """A target object (callable on outputs) rather than Captum-style class indices."""
+    return target is not None and callable(target) and not isinstance(target, (int, list, Tensor))
 
 
-class ScoreCAM(_LayerCAM):
+def resolve_class_target(target: Any, inputs: Tensor) -> Any:
+    """Class indices for all N images → a target object; ``None`` stays ``None`` (the prediction, per batch)."""
+    return target if target is None or is_target_object(target) else as_target(target, inputs, None)
+
+
+def _rows(target: Any, rows: slice) -> Any:
+    return None if target is None else _Rows(target, rows)
+
+
+class GradCAM(BaseCAM):
+    r"""Grad-CAM: activation maps weighted by the spatial mean of the target's gradient.
+
+    Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization", ICCV 2017.
+    https://arxiv.org/abs/1610.02391
+
+    The same numbers as ``captum.attr.LayerGradCam`` on a convolutional layer (tested), on the CAM template, so it
+    also explains ViT tokens and FPN levels through a ``reshape_transform`` and any target object.
+
+    Args:
+        forward_func: model mapping Tensor[N, C, H, W] → Tensor[N, K] (logits), or what the target reads.
+        layer: module whose output is explained.
+        reshape_transform: see :class:`~xai_bench.attribution.cam_base.BaseCAM`.
+    """
+
+    def cam(self, inputs: Tensor, target: Any = None, batch_size: int | None = None) -> Tensor:
+        r"""
+        Args:
+            batch_size: images per forward/backward pass (``None``: all at once; halved on out-of-memory).
+        """
+        target = resolve_class_target(target, inputs)
+        batcher = AdaptiveBatcher(batch_size or inputs.shape[0], device=inputs.device)
+
+        def chunk(rows: slice) -> Tensor:
+            acts, grads = self._gradients(inputs[rows], _rows(target, rows))
+            return (grads.mean(dim=(2, 3), keepdim=True) * acts).sum(dim=1)
+
+        return batcher(chunk, inputs.shape[0])
+
+
+class _Rows:
+    """A target restricted to the images of one batch slice (so row 0 of the slice is image ``rows.start``)."""
+
+    def __init__(self, target: Any, rows: slice) -> None:
+        self.target, self.offset = target, rows.start or 0
+
+    def __call__(self, outputs: Any, rows: Tensor) -> Tensor:
+        return self.target(outputs, rows + self.offset)
+
+
+class ScoreCAM(BaseCAM):
     r"""Score-CAM: weights each activation map by the class score of the input masked with it (gradient-free).
 
     Wang et al., "Score-CAM: Score-Weighted Visual Explanations for Convolutional Neural Networks", CVPR-W 2020.
@@ -85,11 +98,10 @@ class ScoreCAM(_LayerCAM):
     forward_only = True
     figure = "overlay"
 
-    def attribute(
+    def cam(
         self,
         inputs: Tensor,
-        target: int | list[int] | Tensor | None = None,
-        relu_attributions: bool = True,
+        target: Any = None,
         batch_size: int | None = None,
         use_softmax: bool = True,
         show_progress: bool | None = None,
@@ -98,21 +110,19 @@ class ScoreCAM(_LayerCAM):
         r"""
         Args:
             inputs: images, Tensor[N, C, H, W].
-            target: class per image (int, list / 1-D tensor of N ints) or ``None`` for the predicted class.
-                Default: None
-            relu_attributions: apply a ReLU to the weighted sum, as in the paper. Default: True
+            target: class per image (int, list / 1-D tensor of N ints), ``None`` for the predicted class, or a
+                target object. Default: None
             batch_size: masked inputs per forward pass (``None`` picks one; halved on out-of-memory). Default: None
-            use_softmax: weight channels by softmax probabilities (paper); False uses raw outputs. Default: True
+            use_softmax: weight channels by softmax probabilities (paper); False uses raw outputs (class targets
+                only; a target object scores as it is). Default: True
             show_progress: report progress per batch of masked inputs with an ETA (``None``: inside
                 :func:`xai_bench.progress.progress_reporting`, as the tasks are). Default: None
             max_channels: score only this many channels per image, those whose activation map varies most
                 (``None``: all K, as in the paper). Default: None
 
         Returns:
-            Tensor[N, 1, h, w] at the layer's resolution.
+            Tensor[N, h, w] at the layer's resolution.
         """
-        check_images(inputs, "inputs", check_range=False)
-        inputs = inputs.detach()
         n, _, h, w = inputs.shape
         if batch_size is None:
             model = self.forward_func if isinstance(self.forward_func, nn.Module) else None
@@ -120,7 +130,7 @@ class ScoreCAM(_LayerCAM):
         batcher = AdaptiveBatcher(batch_size, device=inputs.device)
         with torch.no_grad():
             logits, acts = self._forward_with_activations(inputs)
-            targets = target_indices(self.forward_func, inputs, target, logits=logits)
+            score_target = as_target(target, inputs, logits, softmax=use_softmax)
             acts = acts.detach()
             k = acts.shape[1]
             flat = acts.flatten(2)
@@ -141,19 +151,15 @@ class ScoreCAM(_LayerCAM):
                 maps = F.interpolate(acts[img, ch].unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False)
                 m_lo = maps.amin(dim=(2, 3), keepdim=True)
                 maps = (maps - m_lo) / (maps.amax(dim=(2, 3), keepdim=True) - m_lo).clamp_min(1e-12)
-                out = self.forward_func(inputs[img] * maps)
-                if use_softmax:
-                    out = out.softmax(dim=1)
-                return out.gather(1, targets[img].unsqueeze(1)).squeeze(1)
+                return score_target(self.forward_func(inputs[img] * maps), img)
 
             scores = batcher(score, n * k_used, show_progress=show_progress, desc="Score-CAM").view(n, k_used)
             weights = torch.zeros(n, k, device=inputs.device, dtype=scores.dtype).scatter_(1, channels, scores)
             weights = weights * informative
-            cam = torch.einsum("nk,nkhw->nhw", weights.to(acts.dtype), acts)
-        return self._finish(cam, relu_attributions, inputs.dtype)
+            return torch.einsum("nk,nkhw->nhw", weights.to(acts.dtype), acts)
 
 
-class EigenCAM(_LayerCAM):
+class EigenCAM(BaseCAM):
     r"""Eigen-CAM: the first principal component of the layer's activations (class-agnostic, gradient-free).
 
     Muhammad & Yeasin, "Eigen-CAM: Class Activation Map using Principal Components", IJCNN 2020.
@@ -170,31 +176,22 @@ class EigenCAM(_LayerCAM):
 
     figure = "overlay"
 
-    def attribute(
-        self,
-        inputs: Tensor,
-        target: int | list[int] | Tensor | None = None,
-        relu_attributions: bool = True,
-        batch_size: int | None = None,
-    ) -> Tensor:
+    def cam(self, inputs: Tensor, target: Any = None, batch_size: int | None = None) -> Tensor:
         r"""
         Args:
             inputs: images, Tensor[N, C, H, W].
-            target: ignored (Eigen-CAM does not depend on the class); accepted so that every method can be called
-                alike. Default: None
-            relu_attributions: clamp negative values to 0. Default: True
+            target: ignored (Eigen-CAM does not depend on the class or box); accepted so that every method can be
+                called alike. Default: None
             batch_size: images per forward pass (``None``: all at once; halved on out-of-memory). Default: None
 
         Returns:
-            Tensor[N, 1, h, w] at the layer's resolution.
+            Tensor[N, h, w] at the layer's resolution.
         """
         del target
-        check_images(inputs, "inputs", check_range=False)
         batcher = AdaptiveBatcher(batch_size or inputs.shape[0], device=inputs.device)
         with torch.no_grad():
-            acts = batcher(lambda x: self._forward_with_activations(x)[1], inputs.detach())
-            cam = self.project(acts)
-        return self._finish(cam, relu_attributions, inputs.dtype)
+            acts = batcher(lambda x: self._forward_with_activations(x)[1], inputs)
+            return self.project(acts)
 
     @staticmethod
     def project(acts: Tensor) -> Tensor:
@@ -210,7 +207,7 @@ class EigenCAM(_LayerCAM):
         return (proj * sign.unsqueeze(1)).view(n, h, w).to(acts.dtype)
 
 
-class GradCAMPlusPlus(_LayerCAM):
+class GradCAMPlusPlus(BaseCAM):
     r"""Grad-CAM++: Grad-CAM with pixel-wise weights from higher-order derivatives.
 
     Chattopadhay et al., "Grad-CAM++: Improved Visual Explanations for Deep Convolutional Networks", WACV 2018.
@@ -228,37 +225,23 @@ class GradCAMPlusPlus(_LayerCAM):
 
     figure = "overlay"
 
-    def attribute(
-        self,
-        inputs: Tensor,
-        target: int | list[int] | Tensor | None = None,
-        relu_attributions: bool = True,
-        batch_size: int | None = None,
-    ) -> Tensor:
+    def cam(self, inputs: Tensor, target: Any = None, batch_size: int | None = None) -> Tensor:
         r"""
         Args:
             inputs: images, Tensor[N, C, H, W].
-            target: class per image (int, list / 1-D tensor of N ints) or ``None`` for the predicted class.
-                Default: None
-            relu_attributions: apply a ReLU to the weighted sum, as in the paper. Default: True
+            target: class per image (int, list / 1-D tensor of N ints), ``None`` for the predicted class, or a
+                target object. Default: None
             batch_size: images per forward/backward pass (``None``: all at once; halved on out-of-memory).
                 Default: None
 
         Returns:
-            Tensor[N, 1, h, w] at the layer's resolution.
+            Tensor[N, h, w] at the layer's resolution.
         """
-        check_images(inputs, "inputs", check_range=False)
-        inputs = inputs.detach()
-        targets = target_indices(self.forward_func, inputs, target) if target is not None else None
+        target = resolve_class_target(target, inputs)
         batcher = AdaptiveBatcher(batch_size or inputs.shape[0], device=inputs.device)
 
         def cam_chunk(rows: slice) -> Tensor:
-            with torch.enable_grad():
-                x = inputs[rows].requires_grad_(True)  # makes the graph reach the layer even if it has no params
-                logits, acts = self._forward_with_activations(x)
-                t = logits.argmax(1) if targets is None else targets[rows]
-                (grads,) = torch.autograd.grad(logits.gather(1, t.unsqueeze(1)).sum(), acts)
-            acts, grads = acts.detach(), grads.detach()
+            acts, grads = self._gradients(inputs[rows], _rows(target, rows))
             g2 = grads.pow(2)
             denom = 2 * g2 + acts.sum(dim=(2, 3), keepdim=True) * g2 * grads
             alpha = torch.where(grads != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)),
@@ -266,5 +249,4 @@ class GradCAMPlusPlus(_LayerCAM):
             weights = (alpha * F.relu(grads)).sum(dim=(2, 3))
             return torch.einsum("nk,nkhw->nhw", weights, acts)
 
-        cam = batcher(cam_chunk, inputs.shape[0])
-        return self._finish(cam, relu_attributions, inputs.dtype)
+        return batcher(cam_chunk, inputs.shape[0])

@@ -126,6 +126,14 @@ for _name in _LITE:
     MODELS.register(_name)(_lite_builder(_name))
 
 
+@MODELS.register("vit_tiny_shapes")
+def _vit_tiny_shapes(num_classes: int, in_chans: int = 3, input_size: int = 32, **meta: Any) -> ImageClassifier:
+    """A small timm ViT for 32×32 images (see :mod:`xai_bench.models.vit`)."""
+    from xai_bench.models.vit import vit_tiny_shapes
+
+    return vit_tiny_shapes(num_classes, in_chans, input_size, **meta)
+
+
 # --- timm and torchvision zoos ---------------------------------------------------------------------------------------
 def _network_available(host: str, timeout: float = 2.0) -> bool:
     try:
@@ -183,11 +191,15 @@ def timm_model(arch: str, *, num_classes: int | None = None, in_chans: int = 3, 
     std = meta.pop("std", None) or cfg.get("std", IMAGENET_STD)
     if in_chans != len(mean):
         mean, std = [sum(mean) / len(mean)] * in_chans, [sum(std) / len(std)] * in_chans
-    return ImageClassifier(net, num_classes=n, input_size=(in_chans, side, side),
-                           arch={"name": f"timm/{arch}", "num_classes": n, "in_chans": in_chans, "input_size": side},
-                           name=f"timm/{arch}",
-                           **_meta(meta, mean=mean, std=std, default_layer=layer,
-                                   resize_size=round(side / crop_pct) if pretrained else None))
+    from xai_bench.models.vit import vit_cam_support
+
+    if layer is None and hasattr(net, "blocks") and hasattr(net, "patch_embed"):
+        layer = f"net.blocks.{len(net.blocks) - 1}.norm1"  # ViT/DeiT: tokens → grid through reshape_transform
+    return vit_cam_support(ImageClassifier(
+        net, num_classes=n, input_size=(in_chans, side, side),
+        arch={"name": f"timm/{arch}", "num_classes": n, "in_chans": in_chans, "input_size": side},
+        name=f"timm/{arch}", **_meta(meta, mean=mean, std=std, default_layer=layer,
+                                     resize_size=round(side / crop_pct) if pretrained else None)))
 
 
 def _timm_feature_layer(net: nn.Module, in_chans: int, side: int) -> str | None:
