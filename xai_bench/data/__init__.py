@@ -207,9 +207,9 @@ def glyphs(root: str, letters: str = "ABCDEFGHIKLMNOPQRSTUVWXY", per_class: int 
            render_seed: int = 0, font_dir: str = "/usr/share/fonts/truetype/dejavu", val_fraction: float = 0.15,
            test_fraction: float = 0.15, seed: int = 0, augment: dict[str, Any] | None = None,
            num_classes: int | None = None) -> DataBundle:
-    """Letters rendered from system fonts into a class-per-folder tree under ``root`` (see ``data/glyphs.py``), then
+    """Letters rendered from system fonts into a class-per-folder tree under ``root`` (see ``data/fonts.py``), then
     read as :func:`imagefolder`: an offline stand-in for an alphabet dataset such as ASL's."""
-    from xai_bench.data.glyphs import render_glyph_folder
+    from xai_bench.data.fonts import render_glyph_folder
 
     render_glyph_folder(root, list(letters), per_class, image_size, seed=render_seed, font_dir=font_dir)
     return imagefolder(root, image_size=image_size, channels=3, val_fraction=val_fraction,

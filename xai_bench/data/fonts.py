@@ -1,4 +1,4 @@
-"""``glyphs``: an offline stand-in for a class-per-folder alphabet dataset (the ASL-alphabet layout).
+"""Glyph images rendered from fonts: the `glyphs` dataset, an offline stand-in for a class-per-folder alphabet (ASL).
 
 Letters are rendered with Pillow from the TrueType fonts a Debian package ships (``fonts-dejavu-core``, 22 faces of
 DejaVu Sans/Serif/Mono in regular, bold, oblique and condensed) in random face, size, rotation, position and
