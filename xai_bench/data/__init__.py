@@ -26,7 +26,8 @@ from xai_bench.data.transforms import BadImageError, build_augment, eval_transfo
 from xai_bench.errors import DataMissingError
 
 __all__ = ["DataBundle", "synthetic_shapes", "fashion_mnist", "mnist", "cifar10", "digits", "imagefolder", "images",
-           "glyphs", "samples", "tensors", "make_loader", "set_eval_transform", "load_image", "BadImageError", "SAMPLE_PHOTOS"]
+           "glyphs", "samples", "tensors", "make_loader", "set_eval_transform", "load_image", "BadImageError",
+           "SAMPLE_PHOTOS"]
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 

@@ -33,8 +33,8 @@ _STAMP = ".glyphs.json"
 def _fonts(font_dir: str | Path) -> list[Path]:
     fonts = sorted(p for p in Path(font_dir).glob("*.ttf") if "Math" not in p.name)  # the math face lacks style
     if not fonts:
-        raise DataMissingError(f"dataset.font_dir={font_dir} holds no .ttf fonts; on Debian/Ubuntu "
-                               "`apt-get install fonts-dejavu-core`, or point dataset.font_dir at a folder of .ttf files")
+        raise DataMissingError(f"dataset.font_dir={font_dir} holds no .ttf fonts; on Debian/Ubuntu `apt-get "
+                               "install fonts-dejavu-core`, or point dataset.font_dir at a folder of .ttf files")
     return fonts
 
 
