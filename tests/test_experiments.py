@@ -1,7 +1,8 @@
 """Every conf/experiment/**.yaml composes for its task, and every study runs end to end under its debug preset.
 
 A study with several steps has one experiment file per task (``conf/experiment/<study>/<task>.yaml``); its CI-sized
-form is ``debug=<study>`` (conf/debug/<study>.yaml plus conf/debug/task/<study>_<task>.yaml)."""
+form is ``debug=studies/<study>`` (conf/debug/studies/<study>.yaml plus conf/debug/task/studies/<study>_<task>.yaml):
+study-specific presets, so they live apart from the generic ``debug=default|limit`` that fit every task."""
 
 from __future__ import annotations
 
@@ -37,9 +38,10 @@ def test_every_experiment_names_its_task():
 
 def test_every_study_has_a_debug_preset():
     for study in STUDIES:
-        assert (CONF_DIR / "debug" / f"{study}.yaml").is_file()
+        assert (CONF_DIR / "debug" / "studies" / f"{study}.yaml").is_file()
         tasks = {TASK[e] for e in TASK if e == study or e.startswith(f"{study}/")}
-        assert tasks and all((CONF_DIR / "debug" / "task" / f"{study}_{t}.yaml").is_file() for t in tasks)
+        assert tasks and all((CONF_DIR / "debug" / "task" / "studies" / f"{study}_{t}.yaml").is_file()
+                             for t in tasks)
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -114,7 +116,7 @@ def test_metrics_study_runs_under_debug(compose, tmp_path):
 def _explain_study(compose, out: Path, name: str, extra=()):
     from xai_bench.tasks import explain
 
-    metrics = explain.run(compose("explain", [f"experiment={name}", f"debug={name}", *extra], out))
+    metrics = explain.run(compose("explain", [f"experiment={name}", f"debug=studies/{name}", *extra], out))
     methods = metrics["methods"]
     maps = load_file(str(out / "maps.safetensors"))
     for m in methods:  # every method made a finite map that is not constant (LIME's and SHAP's sparse surrogates,
@@ -152,7 +154,7 @@ def test_ood_ensemble_debug(compose, tmp_path):
     per-member correctness, and each edit changes at least one member's prediction on one of them."""
     from xai_bench.tasks import evaluate, explain
 
-    metrics = evaluate.run(compose("evaluate", ["experiment=ood_ensemble/evaluate", "debug=ood_ensemble"],
+    metrics = evaluate.run(compose("evaluate", ["experiment=ood_ensemble/evaluate", "debug=studies/ood_ensemble"],
                                    tmp_path / "evaluate"))
     members = metrics["members"]
     assert len(members) == 3 and set(metrics["corruption_images"]) == {"chelsea", "coffee"}
@@ -172,7 +174,7 @@ def test_ood_ensemble_debug(compose, tmp_path):
         assert 0.0 <= metrics[f"still_correct/{m}"] <= 1.0
     assert (tmp_path / "evaluate" / "figures" / "still_correct.png").is_file()
     out = tmp_path / "explain"
-    m = explain.run(compose("explain", ["experiment=ood_ensemble/explain", "debug=ood_ensemble"], out))
+    m = explain.run(compose("explain", ["experiment=ood_ensemble/explain", "debug=studies/ood_ensemble"], out))
     assert m["methods"] == ["saliency"]
     sal = load_file(str(out / "maps.safetensors"))["saliency"]
     assert sal.shape[-2:] == (224, 224) and (sal.flatten(1).amax(1) > sal.flatten(1).amin(1)).all()
@@ -184,7 +186,7 @@ def test_asl_cnn_vs_darknet_debug(compose, tmp_path):
     """train → attack → explain on 8 rendered glyphs per letter, with the small CNN; DarkNet-53 trains a step."""
     from xai_bench.tasks import attack, explain, train
 
-    data = [f"paths.data_dir={tmp_path / 'data'}", "debug=asl_cnn_vs_darknet"]
+    data = [f"paths.data_dir={tmp_path / 'data'}", "debug=studies/asl_cnn_vs_darknet"]
     for model in ("small_cnn", "darknet53"):
         metrics = train.run(compose("train", ["experiment=asl_cnn_vs_darknet/train", f"model={model}", *data],
                                     tmp_path / model))
@@ -204,7 +206,7 @@ def test_cifar_vgg_resnet_debug(compose, tmp_path):
     """train (ResNet50) → Grad-CAM for two classes of one image → FGSM at ε = 0.007 with the before/after grid."""
     from xai_bench.tasks import attack, explain, train
 
-    debug = ["debug=cifar_vgg_resnet"]
+    debug = ["debug=studies/cifar_vgg_resnet"]
     train.run(compose("train", ["experiment=cifar_vgg_resnet/train", "model.arch=resnet50", *debug], tmp_path / "t"))
     path = [f"model.path={tmp_path / 't' / 'best'}"]
     explain.run(compose("explain", ["experiment=cifar_vgg_resnet/explain", *debug, *path], tmp_path / "x"))
