@@ -76,6 +76,25 @@ def test_study_settings_are_the_issues(compose, tmp_path):
     assert list(ood.corruption.custom) == ["contrast_x5", "blur_r10", "invert"] and ood.ensemble.corruption_images == 2
 
 
+@pytest.mark.parametrize("task,overrides", [
+    ("evaluate", ["experiment=ood_ensemble/evaluate", "ensemble=torchvision_imagenet", "dataset=images",
+                  "dataset.root=.", "dataset.accept=[33,34,35,36,37]", "~dataset.names"]),
+    ("explain", ["experiment=ood_ensemble/explain", "dataset=images", "dataset.root=.", "~dataset.names",
+                 "model=torchvision", "model.arch=vgg16", "model.pretrained=true", "model.num_classes=1000"]),
+    ("train", ["experiment=asl_cnn_vs_darknet/train", "dataset=imagefolder", "dataset.root=."]),
+    ("attack", ["experiment=asl_cnn_vs_darknet/attack", "dataset=imagefolder", "dataset.root=.", "model.path=/x"]),
+    ("train", ["experiment=cifar_vgg_resnet/train", "dataset=cifar10", "dataset.download=true"]),
+    ("explain", ["experiment=cifar_vgg_resnet/explain", "dataset=cifar10", "target=[3,5]", "model.path=/x"]),
+    ("explain", ["experiment=xai_suite", "model=torchvision", "model.arch=resnet50", "model.pretrained=true",
+                 "model.num_classes=1000"]),
+])
+def test_original_data_overrides_compose_and_validate(task, overrides, compose, tmp_path):
+    """The README's commands for the original data and pretrained models (which need network) are valid configs."""
+    from xai_bench.config import validate
+
+    validate(compose(task, overrides, tmp_path))
+
+
 def test_metric_suites_cover_every_metric(compose, tmp_path):
     from xai_bench.metrics.explanation import METRICS
 
