@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from xai_bench.errors import DataMissingError
+from xai_bench.progress import ProgressBar
 
 __all__ = ["DEJAVU_DIR", "render_glyph_folder"]
 
@@ -79,6 +80,9 @@ def render_glyph_folder(root: str | Path, letters: Sequence[str], per_class: int
         font_dir: a folder of ``.ttf`` faces to draw from.
     """
     root = Path(root)
+    if len(set(letters)) != len(letters) or len(letters) < 2 or per_class < 1 or image_size < 8:
+        raise ValueError(f"dataset.letters={list(letters)!r} must be ≥ 2 distinct letters, dataset.per_class ≥ 1 "
+                         f"(got {per_class}) and dataset.image_size ≥ 8 (got {image_size})")
     fonts = _fonts(font_dir)
     settings = {"letters": list(letters), "per_class": int(per_class), "image_size": int(image_size),
                 "seed": int(seed), "fonts": [f.name for f in fonts], "version": 1}
@@ -90,18 +94,17 @@ def render_glyph_folder(root: str | Path, letters: Sequence[str], per_class: int
             raise FileExistsError(f"dataset.root={root} exists and was not made by the glyphs dataset; choose "
                                   "another dataset.root")
         shutil.rmtree(root)  # ours, made with other settings
-    if len(set(letters)) != len(letters) or len(letters) < 2 or per_class < 1 or image_size < 8:
-        raise ValueError(f"dataset.letters={list(letters)!r} must be ≥ 2 distinct letters, dataset.per_class ≥ 1 "
-                         f"(got {per_class}) and dataset.image_size ≥ 8 (got {image_size})")
     log.info("rendering %d × %d glyph images (%d px) into %s", len(letters), per_class, image_size, root)
     tmp = root.with_name(root.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    for k, letter in enumerate(letters):
-        rng = np.random.default_rng([int(seed), k])
-        (tmp / letter).mkdir(parents=True)
-        for i in range(per_class):
-            font = fonts[int(rng.integers(len(fonts)))]
-            _render(letter, font, int(image_size), rng).save(tmp / letter / f"{i:05d}.png")
+    with ProgressBar(total=len(letters) * per_class, desc="glyphs", unit="img") as bar:
+        for k, letter in enumerate(letters):
+            rng = np.random.default_rng([int(seed), k])
+            (tmp / letter).mkdir(parents=True)
+            for i in range(per_class):
+                font = fonts[int(rng.integers(len(fonts)))]
+                _render(letter, font, int(image_size), rng).save(tmp / letter / f"{i:05d}.png")
+            bar.update(per_class)
     (tmp / _STAMP).write_text(json.dumps(settings))
     tmp.rename(root)  # a half-written folder never looks finished
     return root
