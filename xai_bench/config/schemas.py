@@ -168,6 +168,7 @@ class EnsembleSchema:
     members: Any = MISSING                     # key → a conf/model node
     combine: Any = field(default_factory=lambda: ["vote", "mean"])
     max_figures: int = 12
+    corruption_images: int = 2                 # with corruption=…: the first N images, corrupted, by every member
 
 
 @dataclass

@@ -26,7 +26,8 @@ from xai_bench.data.transforms import BadImageError, build_augment, eval_transfo
 from xai_bench.errors import DataMissingError
 
 __all__ = ["DataBundle", "synthetic_shapes", "fashion_mnist", "mnist", "cifar10", "digits", "imagefolder", "images",
-           "samples", "tensors", "make_loader", "set_eval_transform", "load_image", "BadImageError", "SAMPLE_PHOTOS"]
+           "glyphs", "samples", "tensors", "make_loader", "set_eval_transform", "load_image", "BadImageError",
+           "SAMPLE_PHOTOS"]
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -203,13 +204,28 @@ def imagefolder(root: str, image_size: int = 64, channels: int = 3, val_fraction
     return _with_augment(_check_facts(bundle, num_classes), augment)
 
 
+def glyphs(root: str, letters: str = "ABCDEFGHIKLMNOPQRSTUVWXY", per_class: int = 300, image_size: int = 64,
+           render_seed: int = 0, font_dir: str = "/usr/share/fonts/truetype/dejavu", val_fraction: float = 0.15,
+           test_fraction: float = 0.15, seed: int = 0, augment: dict[str, Any] | None = None,
+           num_classes: int | None = None) -> DataBundle:
+    """Letters rendered from system fonts into a class-per-folder tree under ``root`` (see ``data/fonts.py``), then
+    read as :func:`imagefolder`: an offline stand-in for an alphabet dataset such as ASL's."""
+    from xai_bench.data.fonts import render_glyph_folder
+
+    render_glyph_folder(root, list(letters), per_class, image_size, seed=render_seed, font_dir=font_dir)
+    return imagefolder(root, image_size=image_size, channels=3, val_fraction=val_fraction,
+                       test_fraction=test_fraction, seed=seed, augment=augment, num_classes=num_classes, strict=True)
+
+
 def images(root: str | None = None, paths: Sequence[str] | None = None, labels: str | dict | None = None,
            num_classes: int = 1000, class_names: Sequence[str] | None = None, channels: int = 3,
-           strict: bool = False) -> DataBundle:
+           strict: bool = False, accept: Sequence[int] | None = None) -> DataBundle:
     """A folder (``root``) or list (``paths``) of arbitrary photos to classify; not for training.
 
     ``labels``: a JSON/YAML file or a mapping of file name → class id, list of accepted ids (a reference set:
     ImageNet turtles 33–37 all count), or ``{label: id, accept: [...]}``. Unlabelled photos are classified only.
+    ``accept``: one reference set for every photo that ``labels`` does not name — a folder of one concept
+    (``accept: [33, 34, 35, 36, 37]`` for a folder of turtles).
     Every file is decoded once here: those :func:`load_image` refuses (undecodable, decompression bombs, non-finite
     or out-of-range float pixels) are skipped and listed in ``DataBundle.skipped`` — the run fails only when none
     is left, or at the first bad file with ``strict=True``.
@@ -227,6 +243,14 @@ def images(root: str | None = None, paths: Sequence[str] | None = None, labels: 
 
         labels = OmegaConf.to_container(labels, resolve=True)  # a mapping given inline in the config
     mapping = read_labels(labels) if isinstance(labels, (str, Path)) else dict(labels or {})
+    if accept is not None:
+        ids = [int(c) for c in accept]
+        if not ids or any(not 0 <= c < num_classes for c in ids):
+            raise ValueError(f"dataset.accept={list(accept)} must list class ids in [0, {num_classes}), e.g. "
+                             "[33, 34, 35, 36, 37] (the ImageNet turtles)")
+        for f in files:
+            if f.name not in mapping and f.stem not in mapping:  # a photo's own label wins
+                mapping[f.name] = {"label": ids[0], "accept": ids}
     if class_names is None and num_classes == 1000:
         class_names = imagenet_categories()
     ds = ImageListDataset(files, num_classes, mapping, channels)

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 def run_ensemble(cfg: DictConfig, ctx: RunContext, data: DataBundle) -> dict[str, Any]:
     """Evaluate every member of ``cfg.ensemble`` on ``cfg.split`` and the ensemble built from them.
 
+    With a corruption suite (``corruption=…``), also the "still correct?" table of the first
+    ``ensemble.corruption_images`` images under each corruption, per member (:mod:`._ensemble_corruptions`).
+
     Writes ``tables/ensemble_accuracy.csv`` (top-1/top-5 per member and per combination, reference sets counted),
     ``tables/ensemble_uncertainty.csv`` (one row per image, most to least certain: ensemble class and probability,
     vote agreement, entropy, mutual information, each member's top class), and the figures
@@ -99,6 +102,10 @@ def run_ensemble(cfg: DictConfig, ctx: RunContext, data: DataBundle) -> dict[str
     metrics["objective"] = metrics[f"top1/ensemble_{combine[0]}"]
     _log_summary(acc_rows, table, member_names)
     _figures(ctx, ens, ds, probs, by_index, acc_rows, order, class_names, member_names)
+    if cfg.get("corruption") and (cfg.corruption.get("names") or cfg.corruption.get("custom")):
+        from xai_bench.tasks._ensemble_corruptions import ensemble_corruptions
+
+        metrics.update(ensemble_corruptions(cfg, ctx, data, members, _built_members))
     return metrics
 
 

@@ -23,7 +23,8 @@ from xai_bench.viz.attribution import (
     image_grid,
 )
 from xai_bench.viz.classification import confusion_matrix_figure, reliability_diagram
-from xai_bench.viz.ensemble import member_votes_figure, per_model_accuracy_figure, uncertainty_strip
+from xai_bench.viz.ensemble import (member_votes_figure, per_model_accuracy_figure, still_correct_figure,
+                                   uncertainty_strip)
 from xai_bench.viz.explanation_metrics import (
     metrics_heatmap,
     perturbation_curves,
@@ -74,5 +75,6 @@ __all__ = [
     "per_model_accuracy_figure",
     "reliability_diagram",
     "save_figure",
+    "still_correct_figure",
     "uncertainty_strip",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,7 +27,7 @@ from xai_bench.viz._common import (
     _wrap,
 )
 
-__all__ = ["member_votes_figure", "per_model_accuracy_figure", "uncertainty_strip"]
+__all__ = ["member_votes_figure", "per_model_accuracy_figure", "still_correct_figure", "uncertainty_strip"]
 
 
 def member_votes_figure(
@@ -211,4 +212,68 @@ def per_model_accuracy_figure(
     ax.spines[["top", "right"]].set_visible(False)
     if title:
         ax.set_title(title, fontsize=_FONT + 1)
+    return fig
+
+
+def still_correct_figure(
+    images: ArrayLike,
+    image_names: Sequence[str],
+    corruptions: Sequence[str],
+    member_names: Sequence[str],
+    classes: Sequence[Sequence[Sequence[str]]],
+    correct: Sequence[Sequence[Sequence[bool]]],
+    *,
+    title: str | None = None,
+    cell_size: float = 1.8,
+) -> Figure:
+    """The "still correct?" table of a robustness study: each image (rows) clean and under each corruption
+    (columns), with every member's top class underneath, green ✓ if it is still in the reference set, red ✗ if not.
+
+    Args:
+        images: ``N×L×C×H×W`` images in [0, 1]: image ``i`` under corruption ``l`` (``l = 0``: clean).
+        image_names: ``N`` names.
+        corruptions: ``L`` column labels.
+        member_names: ``M`` model names.
+        classes: ``[N][L][M]`` top-1 class names.
+        correct: ``[N][L][M]`` whether each is correct.
+        title: figure title.
+        cell_size: width of one image in inches.
+
+    Returns:
+        The figure.
+    """
+    imgs = _to_numpy(images, "images")
+    if imgs.ndim != 5:
+        raise ValueError(f"images must be N×L×C×H×W, got shape {imgs.shape}")
+    n, ncols = imgs.shape[:2]
+    _check_len(image_names, n, "image_names")
+    _check_len(corruptions, ncols, "corruptions")
+    m = len(member_names)
+    label_h = _LINE_IN * (m + 0.5)
+    fig, axes, _, _ = _grid(n, [ncols], aspect=_aspect(*imgs.shape[3:]), cell_w=cell_size, left=0.3,
+                            right=0.05, top=0.35 + (_LINE_IN if title else 0), bottom=label_h, wspace=0.12,
+                            hspace=0.15 + label_h)
+    fontsize = _FONT - 1.5
+    # members sharing a family prefix (efficientnet_lite0/1/2) are told apart by the rest of their names
+    prefix = os.path.commonprefix([str(m) for m in member_names]) if m > 1 else ""
+    prefix = prefix[: prefix.rfind("_") + 1]
+    short = [str(name)[len(prefix):] for name in member_names]
+    fits = max(8, int((cell_size + 0.1) * 72 / (0.6 * fontsize)))  # characters that fit under one cell
+    for i in range(n):
+        for j in range(ncols):
+            ax = axes[i][j]
+            _draw_image(ax, _image_np(imgs[i, j], f"images[{i}, {j}]"))
+            _clean_axis(ax)
+            if i == 0:
+                ax.set_title(str(corruptions[j]), fontsize=_FONT + 1)
+            if j == 0:
+                ax.set_ylabel(str(image_names[i])[:24], fontsize=_FONT + 1)
+            for k, member in enumerate(short):
+                ok = bool(correct[i][j][k])
+                text = f"{'✓' if ok else '✗'} {member}: {classes[i][j][k]}"
+                ax.text(0.0, -0.04 - k * _LINE_IN / cell_size, text if len(text) <= fits else text[:fits - 1] + "…",
+                        transform=ax.transAxes, ha="left", va="top", fontsize=fontsize,
+                        color="tab:green" if ok else "tab:red")
+    if title:
+        fig.suptitle(title, fontsize=_FONT + 1.5, y=1 - 0.05 / fig.get_size_inches()[1], va="top")
     return fig
