@@ -105,14 +105,14 @@ def with_settings_of(base_attribute: Any, impl: Any, skip: tuple[str, ...]) -> A
     config check reject a misspelt ``kwargs`` key at start-up (``relu`` for ``relu_attributions``) and lets
     ``help()`` show the settings.
     """
-    import functools
     import inspect
 
     def attribute(self: Any, *args: Any, **kwargs: Any) -> Any:
         return base_attribute(self, *args, **kwargs)
 
-    functools.update_wrapper(attribute, base_attribute)
-    del attribute.__wrapped__
+    # name and doc only: a wrapped-function link would lead inspect.signature back to the template's signature
+    for name in ("__module__", "__name__", "__qualname__", "__doc__"):
+        setattr(attribute, name, getattr(base_attribute, name))
     params = [p for p in inspect.signature(base_attribute).parameters.values() if p.kind is not p.VAR_KEYWORD]
     names = {p.name for p in params}
     extra = [p.replace(kind=p.KEYWORD_ONLY) if p.kind is p.POSITIONAL_OR_KEYWORD else p
