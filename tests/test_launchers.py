@@ -1,5 +1,6 @@
 """The same small sweep (2 models × 2 methods) through Hydra's basic, joblib, submitit-local and Ray launchers gives
-the same results table: every job's results.json, read with xai_bench.results.find_results, and its maps."""
+the same results table: every job's results.json, read with xai_bench.results.find_results, and its maps — and the
+same report tables (runs, metrics, ranking) that the report callback writes into the sweep folder."""
 
 from __future__ import annotations
 
@@ -26,9 +27,10 @@ def _needs(plugin: str) -> None:
         pytest.skip(f"{plugin} is not installed (pip install -e '.[sweeps]')")
 
 
-def _sweep(tmp_path: Path, *launcher: str) -> list[tuple]:
+def _sweep(tmp_path: Path, *launcher: str) -> tuple[list[tuple], dict[str, str]]:
     """Run the sweep with ``launcher`` overrides; one row per job: model, method, counts, explanation-metric means
-    and a checksum of the maps. Rows are sorted, so the order jobs finished in does not matter."""
+    and a checksum of the maps. Rows are sorted, so the order jobs finished in does not matter. Also returns the
+    report's CSV tables, which the report callback writes at the end of the multirun."""
     out = tmp_path / "sweep"
     env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",
            "OMP_NUM_THREADS": "1", "RAY_DEDUP_LOGS": "0"}
@@ -44,16 +46,18 @@ def _sweep(tmp_path: Path, *launcher: str) -> list[tuple]:
         scores = tuple(sorted((k, round(v["mean"], 6)) for k, v in res.metrics["explanation_metrics"][method].items()))
         rows.append((res.config["model"]["arch"], method, res.metrics["n_images"], res.metrics["n_maps"],
                      tuple(maps["targets"].tolist()), scores, round(float(maps[method].abs().sum()), 4), digest))
-    return sorted(rows)
+    report = {name: (out / "report" / f"{name}.csv").read_text() for name in ("runs", "metrics", "ranking")}
+    return sorted(rows), report
 
 
 @pytest.fixture(scope="module")
 def basic_table(tmp_path_factory):
-    rows = _sweep(tmp_path_factory.mktemp("basic"))
+    rows, report = _sweep(tmp_path_factory.mktemp("basic"))
+    assert len(report["runs"].splitlines()) == 5  # a header and one row per job
     assert len(rows) == 4 and all(len(r[5]) == 2 for r in rows)  # sparseness and deletion for every job
     assert {r[:2] for r in rows} == {(a, m) for a in ("test_resnet", "test_efficientnet")
                                      for m in ("saliency", "gradcam")}
-    return rows
+    return rows, report
 
 
 @pytest.mark.slow  # each launcher starts fresh processes that import torch: 20–60 s on a loaded 2-core machine
