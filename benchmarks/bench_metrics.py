@@ -386,7 +386,8 @@ def run_roofline(args: argparse.Namespace) -> dict[str, Any]:
         rows.append({"metric": name, "images_forwarded": count, "per_image": count / n, "seconds": best,
                      "roofline_s": count * t_img, "efficiency": eff})
         print(f"  done {name}: {count} images in {best:.2f}s, efficiency {eff:.2f}", flush=True)
-    return {"settings": {"model": "torchvision resnet18, random weights (seed 0), best of NCHW and channels_last, inference mode",
+    return {"settings": {"model": "torchvision resnet18, random weights (seed 0), best of NCHW and channels_last, "
+                                  "inference mode",
                          "images": f"{n} scikit-image photos at 3×224×224", "metric_batch_size": metric_bs,
                          "best_per_image_s": t_img, "best_batch_size": t_bs},
             "rows": rows}
