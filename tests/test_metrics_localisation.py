@@ -101,7 +101,13 @@ def test_rank_accuracy_and_top_k():
     assert TopKIntersection(k=3)(None, x, 0, m, masks=s).item() == pytest.approx(1.0)
     assert TopKIntersection(k=5)(None, x, 0, m, masks=s).item() == pytest.approx(4 / 5)
     assert TopKIntersection(k=3, concept_influence=True)(None, x, 0, m, masks=s).item() == pytest.approx(64 / 4)
-    assert TopKIntersection(k=1000)(None, x, 0, m, masks=s).item() == pytest.approx(4 / 64)  # all pixels
+    # k larger than half the map: the score is about the object's share of the image, and the user is told so
+    with pytest.warns(UserWarning, match=r"k=1000 covers 100% of the map's 64 pixels.*k=1 is Quantus's"):
+        assert TopKIntersection(k=1000)(None, x, 0, m, masks=s).item() == pytest.approx(4 / 64)  # all pixels
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a k that leaves most pixels out does not warn
+        TopKIntersection(k=5)(None, x, 0, m, masks=s)
     with pytest.raises(ValueError, match="k must"):
         TopKIntersection(k=0)
 

@@ -8,6 +8,8 @@ when a map is multiplied by a positive number.
 
 from __future__ import annotations
 
+import warnings
+
 from collections.abc import Callable
 
 import torch
@@ -187,6 +189,7 @@ class TopKIntersection(_Localisation):
             raise ValueError(f"top_k_intersection: k must be an integer ≥ 1, got {k!r}")
         self.k = int(k)
         self.concept_influence = bool(concept_influence)
+        self._warned = False
 
     def __repr__(self) -> str:
         return f"TopKIntersection(k={self.k}, concept_influence={self.concept_influence}, abs={self.abs})"
@@ -195,6 +198,13 @@ class TopKIntersection(_Localisation):
               masks: Tensor | None = None, explainer: Callable[..., Tensor] | None = None) -> Tensor:
         a, s = self.flat(maps, masks)
         k = min(self.k, a.shape[1])
+        if 2 * k > a.shape[1] and not self._warned:  # the score is then close to the object's share of the image
+            self._warned = True
+            scaled = max(1, round(1000 * a.shape[1] / (224 * 224)))
+            warnings.warn(f"top_k_intersection: k={self.k} covers {k / a.shape[1]:.0%} of the map's {a.shape[1]} "
+                          "pixels, so every map, a random one included, scores about the object's share of the "
+                          f"image; set metric.top_k_intersection.k smaller (k={scaled} is Quantus's 1,000 of "
+                          "224×224 scaled to this size)", stacklevel=2)
         order = torch.sort(a, dim=1, descending=True, stable=True).indices[:, :k]
         tki = s.gather(1, order).double().mean(1)
         if self.concept_influence:
