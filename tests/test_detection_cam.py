@@ -172,3 +172,29 @@ def test_tiny_detector_trains_and_detects_in_torchvision_format():
     with torch.no_grad():
         out = model.eval()(d["image"][:2])
     assert len(out) == 2 and set(out[0]) == {"boxes", "scores", "labels"} and out[0]["boxes"].shape[-1] == 4
+
+
+def test_detection_cams_run_on_the_coco_faster_rcnn_architecture():
+    """The network-only model's code path, offline: torchvision's Faster R-CNN (ResNet-50 FPN v2) with random
+    weights (nothing downloaded), explained at its FPN with EigenCAM and with AblationCAM on a box-score target."""
+    import torch.nn.functional as F
+
+    from xai_bench.models.detection import coco_faster_rcnn, explaining
+
+    torch.manual_seed(0)
+    model = coco_faster_rcnn(pretrained=False, min_size=96, max_size=96, box_score_thresh=0.0,
+                             box_detections_per_img=5)
+    assert len(model.class_names) == 91 and model.class_names[1] == "person"
+    x = torch.rand(1, 3, 96, 96)
+    eigen = EigenCAM(model, model.backbone, FPNLevelsToMap()).attribute(x)
+    assert eigen.shape[:2] == (1, 1) and torch.isfinite(eigen).all() and eigen.std() > 0
+    with torch.no_grad(), explaining(model):
+        det = model(x)[0]
+    assert len(det["boxes"]) > 0  # random heads score every box; the threshold is 0 here
+    box, label = det["boxes"][:1], det["labels"][:1]
+    target = BoxScoreTarget([box], [label])
+    with explaining(model):
+        cam = AblationCAM(model, model.backbone, FPNLevelsToMap()).attribute(x, target=target, max_channels=4,
+                                                                             batch_size=4)
+    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear")
+    assert cam.shape == (1, 1, 96, 96) and torch.isfinite(cam).all()

@@ -28,6 +28,7 @@ import glob
 import importlib.util
 import os
 
+import numpy as np
 import torch
 
 from collections.abc import Callable, Iterator
@@ -68,6 +69,19 @@ def nms_reference(dets: torch.Tensor, scores: torch.Tensor, iou_threshold: float
     order = scores.argsort(descending=True, stable=True)
     x1, y1, x2, y2 = dets.unbind(1)
     areas = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
+    n = order.numel()
+    if n <= 4096:  # the whole IoU matrix (≤ 16 M booleans) once, then a greedy pass of cheap row ORs
+        o = order
+        inter = ((torch.minimum(x2[o, None], x2[None, o]) - torch.maximum(x1[o, None], x1[None, o])).clamp(min=0)
+                 * (torch.minimum(y2[o, None], y2[None, o]) - torch.maximum(y1[o, None], y1[None, o])).clamp(min=0))
+        over = (inter / (areas[o, None] + areas[None, o] - inter) > iou_threshold).cpu().numpy()
+        suppressed = np.zeros(n, dtype=bool)
+        kept = []
+        for i in range(n):  # rows in score order: a box is kept unless a kept, higher-scoring box overlaps it
+            if not suppressed[i]:
+                kept.append(i)
+                suppressed |= over[i]
+        return order[torch.as_tensor(kept, dtype=torch.long, device=order.device)]
     keep = []
     while order.numel():
         i, rest = order[0], order[1:]

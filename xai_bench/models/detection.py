@@ -79,13 +79,20 @@ def tiny_fcos(num_classes: int = 6, image_size: int = 64, score_thresh: float = 
                 score_thresh=score_thresh, nms_thresh=0.5, detections_per_img=10, topk_candidates=100)
 
 
-def coco_faster_rcnn(**kwargs: Any) -> nn.Module:
+def coco_faster_rcnn(pretrained: bool = True, **kwargs: Any) -> nn.Module:
     """torchvision's COCO-pretrained Faster R-CNN (ResNet-50 FPN v2); needs network for the weights the first
-    time. Its 91 COCO category names are ``model.class_names``."""
+    time. Its 91 COCO category names are ``model.class_names``. ``pretrained=False`` builds the same architecture
+    with random weights and downloads nothing (the tests use it to run the detection CAMs on this model offline);
+    ``kwargs`` go to torchvision's builder (e.g. ``min_size``, ``box_score_thresh``)."""
     ensure_torchvision_nms()
     from torchvision.models.detection import FasterRCNN_ResNet50_FPN_V2_Weights, fasterrcnn_resnet50_fpn_v2
 
     weights = FasterRCNN_ResNet50_FPN_V2_Weights.DEFAULT
+    if not pretrained:
+        model = fasterrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None,
+                                           num_classes=len(weights.meta["categories"]), **kwargs)
+        model.class_names = list(weights.meta["categories"])
+        return model.eval()
     try:
         model = fasterrcnn_resnet50_fpn_v2(weights=weights, **kwargs)
     except Exception as exc:  # urllib / hub errors differ by version; the fix is the same
