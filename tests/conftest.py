@@ -103,3 +103,24 @@ def untrained_l2x(channels: int, size: int) -> str:
             net = l2x(num_classes=3, in_chans=channels, input_size=size)
         _L2X_CACHE[channels, size] = str(save_checkpoint(net, folder))
     return _L2X_CACHE[channels, size]
+
+
+def headless_chromium(window_size: str = "1400,2400"):
+    """Selenium on Debian's ``chromium`` + ``chromedriver`` (installed by ``.ci/run``; nothing is downloaded), headless.
+    Skips the calling test when either is missing. The caller quits the returned driver."""
+    import shutil
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    driver_bin = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    if not (Path(chromium).is_file() and Path(driver_bin).is_file()):
+        pytest.skip("browser tests need Debian's chromium and chromium-driver "
+                    "(apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                f"--window-size={window_size}"):
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=Service(driver_bin), options=opts)

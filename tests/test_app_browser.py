@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import headless_chromium
 
 pytest.importorskip("gradio")
 pytest.importorskip("selenium")
@@ -42,15 +43,7 @@ def app_url():
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1400,2400"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver = headless_chromium("1400,2400")
     yield driver
     driver.quit()
 

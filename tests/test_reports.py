@@ -11,12 +11,12 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import headless_chromium
 
 from xai_bench.errors import NoResultsError
 from xai_bench.reports import ReportCallback, collect_jobs, write_report
@@ -257,24 +257,14 @@ def test_demo_runs_every_stage_under_debug(demo_run):
 def test_demo_report_renders_in_headless_chromium(demo_run, tmp_path):
     """Every <img> of the report decodes in a real browser (Debian's chromium via chromedriver), and the page's
     screenshot is not blank."""
-    chromium, driver_bin = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver")
-    if not (Path(chromium).exists() and driver_bin):
-        pytest.skip("chromium / chromedriver not installed (apt-get install chromium chromium-driver)")
     from PIL import Image
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
 
     out, proc = demo_run
     assert proc.returncode == 0, proc.stderr[-3000:]
     html = (out / "report.html").read_text()
     n_img = len(_images(html))
     assert n_img == 6
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,2400"):
-        opts.add_argument(arg)
-    browser = webdriver.Chrome(service=Service(driver_bin), options=opts)
+    browser = headless_chromium("1280,2400")
     try:
         browser.get((out / "report.html").as_uri())
         loaded = browser.execute_script(
