@@ -1,5 +1,5 @@
-"""Scale-out helpers: CPU threads per job from the launcher, one GPU per job, and torchrun sharding of explain (two
-CPU processes, gloo) equal to the single-process run."""
+"""Scale-out helpers: CPU threads per job from the launcher, one GPU per job, and torchrun sharding of explain and
+attack (two CPU processes, gloo) equal to the single-process run."""
 
 from __future__ import annotations
 
@@ -210,3 +210,64 @@ def test_torchrun_resumes_a_killed_run(tmp_path):
     assert ma.keys() == mb.keys()
     for k in ma:
         assert torch.equal(ma[k], mb[k]), k
+
+
+def test_merging_per_batch_sums_in_order_equals_adding_the_batches():
+    """What rank 0 does with the other ranks' batches (merge their own sums in batch order) gives the float64 sums of
+    one process adding the batches, bit for bit."""
+    from xai_bench.robustness.sweeps import SweepAccumulator
+
+    g = torch.Generator().manual_seed(0)
+    eps, k = [0.0, 0.01, 0.1], 5
+    batches = []
+    for n in (4, 4, 3):
+        logits = torch.randn(len(eps), n, k, generator=g)
+        batches.append(({"preds": logits.argmax(-1), "logits": logits, "clean_logits": torch.randn(n, k, generator=g),
+                         "linf": torch.rand(len(eps), n, generator=g), "l2": torch.rand(len(eps), n, generator=g)},
+                        torch.nn.functional.one_hot(torch.randint(0, k, (n,), generator=g), k).bool()))
+    one, merged = SweepAccumulator(eps), SweepAccumulator(eps)
+    for result, accept in batches:
+        one.add(result, accept)
+        part = SweepAccumulator(eps)
+        part.add(result, accept)
+        merged.merge(part.state_dict())
+    for key, value in one.state_dict().items():
+        assert torch.equal(value, merged.state_dict()[key]), key
+    assert one.rows() == merged.rows()
+
+
+ATTACK = [*DATA, "attack=pgd_linf", "attack.method.steps=2", "attack.method.seed=null", "attack.save_examples=true",
+          "max_examples=5", "attack.eps=[0,2/255,8/255]", "grid_images=4"]
+
+
+@pytest.mark.slow  # two runs, three process starts: ~20 s on a loaded 2-core machine
+def test_torchrun_attack_on_two_cpu_ranks_equals_the_single_process_run(tmp_path):
+    """PGD with a random start drawn from torch's RNG (attack.method.seed=null), 7 images in 4 batches over 2 gloo
+    ranks, kept examples spanning batches of both ranks: rank 0's results.json, table and adversarial images equal
+    one process's."""
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun not found")
+    single, sharded = tmp_path / "single", tmp_path / "sharded"
+    proc = subprocess.run([sys.executable, "attack.py", *ATTACK, f"hydra.run.dir={single}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600, env=_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "attack.py", *ATTACK,
+                           f"hydra.run.dir={sharded}"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rank 1 of 2 (gloo)" in proc.stderr + proc.stdout
+
+    a, b = (json.loads((d / "results.json").read_text()) for d in (single, sharded))
+    assert a["status"] == b["status"] == "ok"
+    assert b["metrics"].pop("world_size") == 2 and "world_size" not in a["metrics"]
+    assert a["metrics"] == b["metrics"]  # every ε row: accuracy, success, confidences, ‖δ‖ sums and maxima
+    rows = a["metrics"]["eps_sweep"]
+    assert a["metrics"]["n"] == 7 and rows[0]["linf_max"] == 0 < rows[-1]["linf_max"]  # the attack moved the images
+    for table in ("eps_sweep.csv", "examples.csv"):
+        assert (single / "tables" / table).read_text() == (sharded / "tables" / table).read_text(), table
+    ea, eb = load_file(str(single / "adversarial.safetensors")), load_file(str(sharded / "adversarial.safetensors"))
+    assert ea.keys() == eb.keys() and ea["images"].shape[0] == 5  # batches 0, 1 (rank 1) and 2 (rank 0)
+    for k in ea:
+        assert torch.equal(ea[k], eb[k]), k
+    assert not (sharded / "shards").exists()

@@ -27,13 +27,14 @@ from typing import Any
 import torch
 
 __all__ = ["SHARDED_TASKS", "PeerStore", "Ranks", "cpus_per_job", "env_rank", "env_world_size", "finished",
-           "gather_batches", "job_device", "launcher_config", "merge_ranks", "process_group", "setup_job"]
+           "gather_batches", "gather_or_fail", "job_device", "launcher_config", "merge_ranks", "process_group",
+           "setup_job"]
 
 log = logging.getLogger(__name__)
 
-# Tasks that split their work across torchrun ranks; any other task started under torchrun would run once per rank
-# into the same folder, so it is refused.
-SHARDED_TASKS = ("explain",)
+# Tasks that split their work across torchrun ranks (explain: maps per batch; attack: ε-sweep sums per batch); any
+# other task started under torchrun would run once per rank into the same folder, so it is refused.
+SHARDED_TASKS = ("explain", "attack")
 
 
 def _cpu_count() -> int:
@@ -249,6 +250,15 @@ class PeerStore:
         self.batches.clear()
 
 
+def gather_or_fail(ranks: Ranks, obj: Any) -> list[Any] | None:
+    """:meth:`Ranks.gather`, with the error a user can act on when another rank died before sending its part."""
+    try:
+        return ranks.gather(obj)
+    except RuntimeError as exc:  # gloo: "Connection closed by peer" when a rank died
+        raise RuntimeError(f"torchrun: another rank stopped before sending its batches (its own error is in "
+                           f"torchrun's output): {exc}") from exc
+
+
 def finished(store: Any) -> list[int]:
     """The batch numbers a :class:`~xai_bench.resume.ShardStore` (of the main part) holds."""
     return sorted(int(k) for k in store.index["shards"] if k.isdigit())
@@ -267,11 +277,7 @@ def gather_batches(ranks: Ranks, store: Any, state: Mapping[str, Any]
         ranks, ``({}, [])``.
     """
     mine = store.batches if isinstance(store, PeerStore) else {}
-    try:
-        got = ranks.gather({"batches": mine, "state": dict(state)})
-    except RuntimeError as exc:  # gloo: "Connection closed by peer" when a rank died
-        raise RuntimeError(f"torchrun: another rank stopped before sending its batches (its own error is in "
-                           f"torchrun's output): {exc}") from exc
+    got = gather_or_fail(ranks, {"batches": mine, "state": dict(state)})
     if not ranks.is_main or got is None:
         return {}, []
     merged: dict[int, dict[str, torch.Tensor]] = {}

@@ -42,6 +42,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def batch_seed(seed: int, batch: int) -> int:
+    """The seed of batch ``batch`` of a run seeded ``seed``. Seeding each batch on its own makes a batch's random
+    draws (RISE's masks, PGD's random start) independent of which batches ran before it, so a resumed run or a
+    torchrun rank that computes only some batches draws what the uninterrupted single-process run drew. Batch 0 keeps
+    the run's seed (a run of one batch is seeded as before batching)."""
+    return seed if batch == 0 else (seed * 1_000_003 + batch) % 2**63
+
+
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """``"auto"`` → CUDA when available, else CPU. An explicit ``cuda`` request without a GPU is an error."""
     if device in (None, "auto"):

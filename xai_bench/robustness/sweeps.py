@@ -93,6 +93,17 @@ class SweepAccumulator:
         self.linf_max = torch.maximum(self.linf_max, result["linf"].amax(1))
         self.l2_max = torch.maximum(self.l2_max, result["l2"].amax(1))
 
+    def merge(self, state: Mapping[str, Tensor]) -> None:
+        """Add another accumulator's :meth:`state_dict` (e.g. one batch computed on another torchrun rank). Merging
+        per-batch states in batch order gives the same float64 sums, bit for bit, as :meth:`add`-ing the batches in
+        that order here: a fresh accumulator holds a batch's sums exactly, and the additions happen in the same
+        order."""
+        device = self.linf_max.device
+        for k in self._SUMS:
+            self.sums[k] += state[f"sum/{k}"].to(device=device, dtype=torch.float64)
+        self.linf_max = torch.maximum(self.linf_max, state["linf_max"].to(device=device, dtype=torch.float64))
+        self.l2_max = torch.maximum(self.l2_max, state["l2_max"].to(device=device, dtype=torch.float64))
+
     def state_dict(self) -> dict[str, Tensor]:
         """The running sums (float64 tensors), to save with a finished batch and restore on resume."""
         return {**{f"sum/{k}": v for k, v in self.sums.items()}, "linf_max": self.linf_max, "l2_max": self.l2_max}

@@ -17,8 +17,14 @@ Outputs in the run folder:
   prediction per ε) and ``examples/*.png`` (8-bit, for viewing only);
 - ``results.json`` whose metrics hold ``model``, ``attack``, ``norm`` and the ``eps_sweep`` rows, which
   :class:`xai_bench.reports.callbacks.AccuracyVsEpsCallback` gathers into one plot after a multirun;
-- while running, ``shards/``: every finished batch (running sums, RNG state, kept examples; :mod:`xai_bench.resume`),
-  so ``resume=<run dir>`` continues a killed run to the numbers an uninterrupted one gives.
+- while running, ``shards/``: every finished batch (running sums, kept examples; :mod:`xai_bench.resume`), so
+  ``resume=<run dir>`` continues a killed run to the numbers an uninterrupted one gives (each batch is seeded on its
+  own: PGD's random start does not depend on the batches before it).
+
+Under ``torchrun --nproc_per_node=N attack.py …`` the ranks split the batches round robin; rank 0 gathers every
+batch's own sums and kept images and adds them in batch order, so its ``results.json`` and tables equal the
+single-process run's (``tests/test_distributed.py``). A sharded run commits its batches to ``shards/`` when the ranks
+finish.
 """
 
 from __future__ import annotations
@@ -39,12 +45,13 @@ from tqdm.auto import tqdm
 from xai_bench import viz
 from xai_bench.checks import accept_matrix, safe_name
 from xai_bench.data import make_loader
-from xai_bench.resume import ShardStore, results_config, rng_state, set_rng_state
+from xai_bench.distributed import gather_or_fail, process_group
+from xai_bench.resume import ShardStore, results_config
 from xai_bench.robustness.attacks import Attack, build_attack, parse_eps
 from xai_bench.robustness.sweeps import SweepAccumulator, eps_label
 from xai_bench.tasks.common import run_context
 from xai_bench.tasks.setup import build_data, build_model
-from xai_bench.utils import atomic_path, save_safetensors
+from xai_bench.utils import atomic_path, batch_seed, save_safetensors, seed_everything
 
 __all__ = ["run", "save_examples"]
 
@@ -62,10 +69,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         ``tables/eps_sweep.csv``), ``accuracy@<eps>`` per ε, ``clean_accuracy`` (ε = 0, when swept), ``grid_eps`` and
         ``objective`` (robust accuracy at the largest ε).
     """
-    with run_context(cfg, "attack") as ctx:
-        # grid_eps only picks the ε drawn: a resumed run may change it
+    with run_context(cfg, "attack") as ctx, process_group(ctx.device) as ranks:
+        # grid_eps only picks the ε drawn: a resumed run may change it. Under torchrun only rank 0 keeps the store.
         store = ShardStore.open(ctx.out_dir, task="attack", config=results_config(cfg, ignore=("grid_eps",)),
-                                device=str(ctx.device), resume=cfg.get("resume"))
+                                device=str(ctx.device), resume=cfg.get("resume")) if ranks.is_main else None
         data = build_data(cfg)
         model = build_model(cfg, data).to(ctx.device).eval()
         attack, eps = build_attack(cfg.attack, model)
@@ -83,39 +90,54 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
         counts = SweepAccumulator(eps, attack.norm, targeted=attack.targeted, device=ctx.device)
         kept: dict[str, list[Any]] = {k: [] for k in _KEPT}
-        done, n_seen, rng = _restore(store, counts, kept)
+        done, n_seen = _restore(store, counts, kept) if ranks.is_main else (0, 0)
+        if ranks.sharded:  # the other ranks learn how much of a resumed run rank 0 already holds
+            done, n_seen = ranks.broadcast((done, n_seen) if ranks.is_main else None)
         if done:
-            ctx.metrics.update(resumed_from=str(store.resumed_from), resumed_batches=done)
+            ctx.metrics.update(resumed_from=str(store.resumed_from) if store else "", resumed_batches=done)
             ds = Subset(ds, range(n_seen, len(ds)))  # type: ignore[arg-type]
-        bs = int(cfg.batch_size)
+        bs, first = int(cfg.batch_size), n_seen
         batches = iter(make_loader(ds, bs, num_workers=int(cfg.get("num_workers", 0))))
-        if rng:  # after the loader drew its seed: the next batch sees the RNG the uninterrupted run's did
-            set_rng_state(rng, ctx.device)
+        # torchrun: this rank's batches (round robin), each with its own sums, kept images and size, for rank 0
+        mine: list[tuple[int, dict[str, Tensor], dict[str, Tensor], list[str], int]] = []
         with ctx.timer("attack"):
             for b, batch in enumerate(tqdm(batches, desc=f"{cfg.attack.name} ε sweep", initial=done,
                                            total=done + (len(ds) + bs - 1) // bs,  # type: ignore[arg-type]
                                            disable=not cfg.get("progress", True)), start=done):
+                if not ranks.owns(b):
+                    continue
+                seed_everything(batch_seed(int(cfg.seed), b))  # PGD's random start: the same on any rank or resume
+                offset = first + (b - done) * bs  # images before this batch (every batch but the last is full)
                 x = batch["image"].to(ctx.device)
                 accept = accept_matrix(batch["label"], len(class_names), batch.get("accept"), device=ctx.device)
                 labels = _attack_labels(model, x, batch["label"].to(ctx.device), accept)
                 result = attack.sweep(x, labels, eps, target_labels=target_class, accept=accept, return_images=True)
                 _check_bounds(result, x, eps, attack.norm)
-                counts.add(result, accept)
-                take = min(len(x), n_keep - n_seen)
+                take = min(len(x), n_keep - offset)
                 new: dict[str, Any] = {}
+                names: list[str] = []
                 if take > 0:
                     new = {"images": x[:take], "adv": result["images"][:, :take], "labels": batch["label"][:take],
                            "accept": accept[:take], "clean_prob": result["clean_logits"][:take].float().softmax(-1),
                            "adv_prob": result["logits"][:, :take].float().softmax(-1)}
                     new = {k: v.cpu() for k, v in new.items()}
-                    for k, v in new.items():
-                        kept[k].append(v)
-                    kept["names"] += _names(batch, n_seen, take)
-                n_seen += len(x)
-                state = {**counts.state_dict(), **rng_state(ctx.device), **{f"kept/{k}": v for k, v in new.items()}}
-                store.put(b, state, {"n_seen": str(n_seen),
-                                     "names": json.dumps(kept["names"][-take:] if take > 0 else [])})
+                    names = _names(batch, offset, take)
+                if ranks.sharded:
+                    part = SweepAccumulator(eps, attack.norm, targeted=attack.targeted, device=ctx.device)
+                    part.add(result, accept)
+                    mine.append((b, {k: v.cpu() for k, v in part.state_dict().items()}, new, names, len(x)))
+                else:
+                    counts.add(result, accept)
+                    n_seen = _commit(store, b, counts, kept, new, names, offset + len(x))
                 del result
+        if ranks.sharded:  # rank 0 adds every rank's batches in batch order: the sums of the single-process run
+            got = gather_or_fail(ranks, mine)
+            if not ranks.is_main:
+                return {"rank": ranks.rank, "world_size": ranks.world}
+            for b, sums, new, names, n in sorted((p for part in got or [] for p in part), key=lambda p: p[0]):
+                counts.merge(sums)
+                n_seen = _commit(store, b, counts, kept, new, names, first + (b - done) * bs + n)
+            ctx.metrics["world_size"] = ranks.world
 
         rows = counts.rows()
         ctx.metrics.update(model=getattr(model, "name", type(model).__name__), attack=str(cfg.attack.name),
@@ -167,12 +189,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 _KEPT = ("images", "adv", "labels", "accept", "names", "clean_prob", "adv_prob")
 
 
-def _restore(store: ShardStore, counts: SweepAccumulator, kept: dict[str, list[Any]]
-             ) -> tuple[int, int, dict[str, Tensor]]:
-    """Carry a resumed run's finished batches: the running sums and RNG of the last one, every batch's kept images.
+def _restore(store: ShardStore, counts: SweepAccumulator, kept: dict[str, list[Any]]) -> tuple[int, int]:
+    """Carry a resumed run's finished batches: the running sums of the last one, every batch's kept images.
 
     Returns:
-        (batches done, images seen, the RNG state to continue from; empty when nothing was resumed).
+        (batches done, images seen).
     """
     done, n_seen, last = 0, 0, {}
     while done in store:
@@ -186,7 +207,19 @@ def _restore(store: ShardStore, counts: SweepAccumulator, kept: dict[str, list[A
         done += 1
     if done:
         counts.load_state_dict(last)
-    return done, n_seen, {k: v for k, v in last.items() if k.startswith("rng/")}
+    return done, n_seen
+
+
+def _commit(store: ShardStore, b: int, counts: SweepAccumulator, kept: dict[str, list[Any]], new: dict[str, Tensor],
+            names: list[str], n_seen: int) -> int:
+    """Add batch ``b``'s kept images to ``kept`` and commit the running sums after it to ``store``; returns
+    ``n_seen``, the images seen up to and including this batch."""
+    for k, v in new.items():
+        kept[k].append(v)
+    kept["names"] += names
+    state = {**counts.state_dict(), **{f"kept/{k}": v for k, v in new.items()}}
+    store.put(b, state, {"n_seen": str(n_seen), "names": json.dumps(names)})
+    return n_seen
 
 
 @torch.no_grad()

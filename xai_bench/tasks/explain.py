@@ -38,7 +38,7 @@ from xai_bench.progress import ProgressBar, progress_reporting
 from xai_bench.tasks._background import draw_background, needs_background
 from xai_bench.tasks.common import RunContext, run_context
 from xai_bench.tasks.setup import build_data, build_model
-from xai_bench.utils import build, save_safetensors, seed_everything
+from xai_bench.utils import batch_seed, build, save_safetensors, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +274,7 @@ def _attribute_all(ctx: RunContext, model: nn.Module, methods: dict[str, DictCon
             continue
         out: dict[str, Tensor] = {}
         for name, explainer in list(explainers.items()):
-            seed_everything(_batch_seed(int(cfg.seed), b))
+            seed_everything(batch_seed(int(cfg.seed), b))
             t0 = time.perf_counter()
             try:
                 with progress_reporting(enabled=show), _autocast(cfg, ctx.device, explainer), \
@@ -339,11 +339,6 @@ def _skip(cfg: DictConfig, skipped: list[dict[str, str]], name: str, err: Except
         raise err
     skipped.append({"method": name, "error": f"{type(err).__name__}: {err}"})
     log.warning("skipping %s: %s", name, err)
-
-
-def _batch_seed(seed: int, batch: int) -> int:
-    """Batch 0 keeps the run's seed (a run of one batch is seeded as before batching); later batches get their own."""
-    return seed if batch == 0 else (seed * 1_000_003 + batch) % 2**63
 
 
 def _score_maps(ctx: RunContext, model: nn.Module, x: Tensor, targets: Tensor, maps: dict[str, Tensor],
