@@ -67,6 +67,8 @@ class AutoAttack(Attack):
         targeted, loss: AutoAttack is untargeted and chooses its own losses; ``targeted=True`` is refused.
     """
 
+    _nhwc_inputs = False  # torchattacks' FAB calls .view() on the images
+
     def __init__(self, model: Callable[[Tensor], Tensor], *, norm: str = "inf",
                  attacks: tuple[str, ...] | list[str] = COMPONENTS, steps: int = 100, n_queries: int = 5000,
                  n_target_classes: int = 9, seed: int = 0, targeted: bool = False, loss: str = "ce") -> None:
