@@ -28,7 +28,7 @@ test-fast: install
 
 # Style and architecture: ruff, and the import-linter layer contract (library ← tasks ← entry points).
 lint: install
-	$(VENV)/bin/ruff check xai_bench tests benchmarks examples *.py
+	$(VENV)/bin/ruff check xai_bench tests benchmarks examples docs *.py
 	$(VENV)/bin/lint-imports
 
 bench: install

@@ -45,7 +45,7 @@ def main() -> None:
                     text = driver.find_element(By.ID, elem_id).text
                     if ok(text):
                         return text
-                except Exception:  # noqa: BLE001 (page still loading)
+                except Exception:  # the page is still loading
                     pass
                 time.sleep(0.5)
             raise SystemExit(f"#{elem_id} did not get ready")

@@ -96,3 +96,49 @@ def test_still_correct_figure():
     assert sum(t.startswith("✓") for t in texts) == sum(t.startswith("✗") for t in texts) == 6
     with pytest.raises(ValueError, match="N×L×C×H×W"):
         still_correct_figure(imgs[0], ["a"], ["clean"], ["m"], [[["x"]]], [[[True]]])
+
+
+def test_study_figures_stitch_the_newest_run_and_skip_missing_ones(tmp_path):
+    """docs/study_figures.py: panels are the runs' own PNGs, the newest run folder wins, a run of another config is
+    not taken for the study, and a study without its figures is skipped with exit status 1."""
+    import importlib.util
+    import os
+    import sys
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("study_figures", Path(__file__).parents[1] / "docs" /
+                                                  "study_figures.py")
+    sf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sf)
+
+    def png(path, colour, size=(40, 20)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", size, colour).save(path)
+        return path
+
+    root = tmp_path / "repo"
+    for i, (date, method) in enumerate((("2026-01-01", "rise_20000"), ("2026-01-02", "rise_20000"),
+                                        ("2026-01-03", "saliency"))):
+        run = root / "outputs" / "explain" / date
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "config.yaml").write_text(f"attribution:\n  {method}: {{}}\n")
+        p = png(run / "figures" / "attributions.png", ("red", "green", "blue")[i], (40 + 10 * i, 20))
+        os.utime(p, (1000 + i, 1000 + i))
+    assert sf.newest(root, sf.STUDIES["xai_suite"][0][0], sf.MARKERS["xai_suite"]).parts[-3] == "2026-01-02"
+
+    out = tmp_path / "img"
+    out.mkdir()
+    argv = sys.argv
+    try:
+        sys.argv = ["study_figures.py", "--root", str(root), "--out", str(out), "--studies", "xai_suite",
+                    "ood_ensemble"]
+        assert sf.main() == 1  # ood_ensemble has no figure here
+    finally:
+        sys.argv = argv
+    made = Image.open(out / "study_xai_suite.png")
+    assert made.size == (50, 20) and made.getpixel((10, 10)) == (0, 128, 0)  # the newest xai_suite run's panel
+    assert not (out / "study_ood_ensemble_still_correct.png").exists()
+
+    two = sf.stitch([[png(tmp_path / "a.png", "red", (40, 20)), png(tmp_path / "b.png", "blue", (20, 40))],
+                     [png(tmp_path / "c.png", "green", (100, 10))]], pad=0)
+    assert two.size == (100, 40 + 10)  # row 1: 40×20 + 10×20 (b at height 20) = 50×20, scaled to the width 100
