@@ -63,6 +63,7 @@ def test_smoke_run_writes_tables_and_quality_curve(bench_run, tmp_path):
         n_img = cfg.regime[name].images
         assert occ["fwd"] == n_img * 50 and occ["fwdbwd"] == 0  # 49 windows + the clean image, no gradients
         assert occ["efficiency"] > 0 and occ["peer_s"] > 0 and occ["speedup"] > 0
+        assert occ["speedup_bound"] == pytest.approx(occ["peer_s"] / occ["roofline_s"])
         assert float(occ["agreement"].split("=")[1]) < 1e-4  # same maps as Captum's default Occlusion
         ig = rows["Integrated Gradients"]
         assert ig["fwdbwd"] == n_img * cfg.regime[name].ig_steps and ig["fwd"] == 0

@@ -72,6 +72,8 @@ def _row(ctx: Context, op: str, work: str, ours: Timing, peer_name: str, peer: T
         "efficiency": floor / ours.seconds if floor > 0 else None, "ours_peak_mb": ours.peak_mb,
         "peer": peer_name, "peer_s": peer.seconds if peer else None,
         "speedup": peer.seconds / ours.seconds if peer else None, "peer_peak_mb": peer.peak_mb if peer else None,
+        # the most any implementation doing our model passes could gain on the peer: its time over the passes' floor
+        "speedup_bound": peer.seconds / floor if peer and floor > 0 else None,
         "peer_fwd": peer.fwd + peer.fwdbwd if peer else None, "agreement": agreement, "note": note,
     }
 

@@ -46,19 +46,20 @@ def markdown(result: dict[str, Any]) -> str:
                   f"{rf['fwd_s'] * 1e3:.2f} ms/image (batch {rf['fwd_batch']}, {rf['fwd_format']}), forward+backward "
                   f"{rf['fwdbwd_s'] * 1e3:.2f} ms/image (batch {rf['fwdbwd_batch']}, {rf['fwdbwd_format']}).", "",
                   "| operation | work | ours s | passes (fwd / fwd+bwd) | efficiency | peer | peer s | speed-up | "
-                  "peak MB ours / peer | agreement | note |",
-                  "|---|---|---:|---:|---:|---|---:|---:|---:|---|---|"]
+                  "speed-up bound | peak MB ours / peer | agreement | note |",
+                  "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---|---|"]
         for r in reg["rows"]:
             if r.get("ours_s") is None:
-                lines.append(f"| {r['operation']} | {r.get('work', '')} | — | — | — | — | — | — | — | — | "
+                lines.append(f"| {r['operation']} | {r.get('work', '')} | — | — | — | — | — | — | — | — | — | "
                              f"{r.get('note', '')} |")
                 continue
             passes = f"{r['fwd']} / {r['fwdbwd']}" if (r.get("fwd") or r.get("fwdbwd")) else "—"
             eff = _f(r.get("efficiency"), ".2f")
             speed = f"{r['speedup']:.1f}×" if r.get("speedup") else "—"
+            bound = f"{r['speedup_bound']:.1f}×" if r.get("speedup_bound") else "—"
             mem = f"{_f(r.get('ours_peak_mb'), '.0f')} / {_f(r.get('peer_peak_mb'), '.0f')}"
             lines.append(f"| {r['operation']} | {r['work']} | {r['ours_s']:.3f} | {passes} | {eff} | "
-                         f"{r.get('peer') or '—'} | {_f(r.get('peer_s'), '.3f')} | {speed} | {mem} | "
+                         f"{r.get('peer') or '—'} | {_f(r.get('peer_s'), '.3f')} | {speed} | {bound} | {mem} | "
                          f"{r.get('agreement', '')} | {r.get('note', '')} |")
         lines.append("")
     if result.get("quality"):
@@ -72,7 +73,8 @@ def markdown(result: dict[str, Any]) -> str:
                              f"{p['insertion_auc']:.3f} ± {p['insertion_se']:.3f} |")
         lines.append("")
     lines += ["Efficiency = (forward images × best forward time per image + forward+backward images × best "
-              "forward+backward time per image) / our time; speed-up = peer time / our time. Peak memory: CUDA "
-              "allocated; on CPU the growth of the process's resident memory during the operation, a lower bound "
-              "(memory the allocator already holds from earlier operations is not counted again).", ""]
+              "forward+backward time per image) / our time; speed-up = peer time / our time; speed-up bound = peer "
+              "time / that roofline time, the most any implementation doing our passes could gain on the peer. Peak "
+              "memory: CUDA allocated; on CPU the growth of the process's resident memory during the operation, a "
+              "lower bound (memory the allocator already holds from earlier operations is not counted again).", ""]
     return "\n".join(lines)
