@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, bench_metr
 import xai_bench  # noqa: F401  (must precede torchvision)
 from benchlib.operations import OPERATIONS, Context
 from benchlib.report import environment, markdown
-from benchlib.timing import Counted, measure_roofline
+from benchlib.timing import BatchFloor, Counted, measure_roofline
 from xai_bench.accel import compile_model
 from xai_bench.batching import default_batch_size
 from xai_bench.models import create_model
@@ -77,6 +77,7 @@ def run_regime(cfg: DictConfig, name: str, device: torch.device) -> dict[str, An
     with torch.no_grad():
         targets = model.inner(images).argmax(1)
     ctx = Context(regime=name, model=model, images=images, targets=targets, device=device, sizes=rc, roofline=roof,
+                  batch_floor=BatchFloor(model.inner, (3, size, size), device, amp=bool(cfg.amp)),
                   repeats=int(cfg.repeats), peers=bool(cfg.peers), amp=bool(cfg.amp))
     rows = []
     for op in cfg.ops:

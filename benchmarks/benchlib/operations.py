@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from benchlib.timing import Counted, Roofline, Timing, timed
+from benchlib.timing import BatchFloor, Counted, Roofline, Timing, timed
 from xai_bench.attribution.rise import generate_rise_masks
 from xai_bench.attribution.runner import Explainer, build_attribution, occlusion_window
 from xai_bench.attribution.superpixels import segment
@@ -40,6 +40,7 @@ class Context:
     device: torch.device
     sizes: DictConfig  # the regime's settings from the mode file
     roofline: Roofline
+    batch_floor: BatchFloor | None = None  # the bare model at the batch sizes an operation used
     repeats: int = 1
     peers: bool = True
     amp: bool = False
@@ -66,7 +67,12 @@ def _autocast(ctx: Context) -> Any:
 def _row(ctx: Context, op: str, work: str, ours: Timing, peer_name: str, peer: Timing | None, note: str = "",
          agreement: str = "") -> dict[str, Any]:
     floor = ctx.roofline.floor(ours.fwd, ours.fwdbwd)
+    # efficiency = roofline / call floor (what our calls' batch sizes allow) × call floor / ours (our overhead)
+    call_floor = ctx.batch_floor.floor(ours.calls) if ctx.batch_floor is not None and ours.calls else None
     return {
+        "call_floor_s": call_floor, "calls": {f"{b}{'+grad' if g else ''}": n for (b, g), n in ours.calls.items()},
+        "efficiency_at_calls": call_floor / ours.seconds if call_floor else None,
+        "batch_bound": floor / call_floor if call_floor and floor > 0 else None,
         "regime": ctx.regime, "operation": op, "work": work, "ours_s": ours.seconds, "fwd": ours.fwd,
         "fwdbwd": ours.fwdbwd, "roofline_s": floor if floor > 0 else None,
         "efficiency": floor / ours.seconds if floor > 0 else None, "ours_peak_mb": ours.peak_mb,

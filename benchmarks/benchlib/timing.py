@@ -5,6 +5,12 @@ forward+backward pass (gradient with respect to the input, as attribution method
 configured batch sizes and both memory formats (NCHW, channels_last). An operation that forwards ``F`` images and
 forwards+backwards ``B`` images in ``t`` seconds has efficiency ``(F · t_fwd + B · t_fwdbwd) / t``: 1.0 means no
 overhead beyond the model itself.
+
+The roofline takes the best batch size; an operation that must call the model on small batches (one image explained
+per call: Grad-CAM's single forward+backward) cannot reach it whatever its code does. :class:`BatchFloor` therefore
+also times the bare model at exactly the batch sizes the operation used (the counted wrapper records every call's
+batch size and grad mode), so efficiency splits into two factors: roofline / call floor (what those batch sizes
+allow) × call floor / our time (our overhead beyond the model at those batch sizes).
 """
 
 from __future__ import annotations
@@ -36,13 +42,17 @@ class Counted(nn.Module):
         self.inner = model
         self.fwd = 0
         self.fwdbwd = 0
+        self.calls: dict[tuple[int, bool], int] = {}  # (batch size, with gradient) → number of calls
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.inner(x)
-        if out.requires_grad:
+        grad = bool(out.requires_grad)
+        if grad:
             self.fwdbwd += x.shape[0]
         else:
             self.fwd += x.shape[0]
+        key = (int(x.shape[0]), grad)
+        self.calls[key] = self.calls.get(key, 0) + 1
         return out
 
     def __getattr__(self, name: str) -> Any:
@@ -53,6 +63,7 @@ class Counted(nn.Module):
 
     def reset(self) -> None:
         self.fwd = self.fwdbwd = 0
+        self.calls = {}
 
 
 def sync(device: torch.device) -> None:
@@ -101,6 +112,7 @@ class Timing:
     fwd: int = 0
     fwdbwd: int = 0
     value: Any = field(default=None, repr=False)
+    calls: dict[tuple[int, bool], int] = field(default_factory=dict)  # the counted model's calls in one run
 
 
 def timed(fn: Callable[[], Any], device: torch.device, *, repeats: int = 1, counted: Counted | None = None) -> Timing:
@@ -108,6 +120,7 @@ def timed(fn: Callable[[], Any], device: torch.device, *, repeats: int = 1, coun
     and the images the counted model saw in one call."""
     best, peak, value = math.inf, 0.0, None
     fwd = fwdbwd = 0
+    calls: dict[tuple[int, bool], int] = {}
     for _ in range(max(1, repeats)):
         if counted is not None:
             counted.reset()
@@ -127,8 +140,8 @@ def timed(fn: Callable[[], Any], device: torch.device, *, repeats: int = 1, coun
             mem = sampler.extra  # type: ignore[union-attr]
         best, peak = min(best, t), max(peak, mem / 2**20)
         if counted is not None:
-            fwd, fwdbwd = counted.fwd, counted.fwdbwd
-    return Timing(best, peak, fwd, fwdbwd, value)
+            fwd, fwdbwd, calls = counted.fwd, counted.fwdbwd, dict(counted.calls)
+    return Timing(best, peak, fwd, fwdbwd, value, calls)
 
 
 @dataclass
@@ -156,6 +169,51 @@ def _memory_format(model: nn.Module, channels_last: bool) -> Iterator[None]:
                 t.data = t.data.contiguous()
 
 
+def _pass_fns(model: nn.Module, x: Tensor, device: torch.device, amp: bool) -> tuple[Callable[[], None],
+                                                                                Callable[[], None]]:
+    """A bare forward pass (inference mode) and a forward+backward pass (gradient to the input) of ``x``."""
+    def forward() -> None:
+        with fast_forward(model, device, channels_last=False, amp=amp):
+            model(x)
+
+    def forward_backward() -> None:
+        xg = x.clone().requires_grad_(True)
+        cast = torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" \
+            else contextlib.nullcontext()
+        with cast:
+            out = model(xg)
+        torch.autograd.grad(out[:, 0].sum(), xg)
+
+    return forward, forward_backward
+
+
+class BatchFloor:
+    """The bare model's time for a given list of calls (batch size, with gradient): each distinct call timed once at
+    its batch size, best of both memory formats, and cached for the regime."""
+
+    def __init__(self, model: nn.Module, shape: tuple[int, int, int], device: torch.device, *, amp: bool = False,
+                 repeats: int = 3) -> None:
+        self.model, self.shape, self.device, self.amp, self.repeats = model, shape, device, amp, repeats
+        self._seconds: dict[tuple[int, bool], float] = {}
+
+    def call_seconds(self, batch: int, grad: bool) -> float:
+        key = (batch, grad)
+        if key not in self._seconds:
+            x = torch.rand(batch, *self.shape, device=self.device)
+            best = math.inf
+            for channels_last in (False, True):
+                with _memory_format(self.model, channels_last):
+                    fn = _pass_fns(self.model, x, self.device, self.amp)[int(grad)]
+                    fn()  # warm-up
+                    best = min(best, timed(fn, self.device, repeats=self.repeats).seconds)
+            self._seconds[key] = best
+        return self._seconds[key]
+
+    def floor(self, calls: dict[tuple[int, bool], int]) -> float:
+        """Seconds the bare model needs for ``calls`` ((batch size, with gradient) → number of calls)."""
+        return sum(n * self.call_seconds(b, g) for (b, g), n in calls.items())
+
+
 def measure_roofline(model: nn.Module, shape: tuple[int, int, int], batch_sizes: list[int], device: torch.device,
                      *, repeats: int = 2, amp: bool = False) -> Roofline:
     """Best per-image forward and forward+backward time of ``model`` over ``batch_sizes`` × {NCHW, channels_last}."""
@@ -165,18 +223,7 @@ def measure_roofline(model: nn.Module, shape: tuple[int, int, int], batch_sizes:
         x = torch.rand(bs, *shape, device=device)
         for fmt in ("nchw", "channels_last"):
             with _memory_format(model, fmt == "channels_last"):
-                def forward(x: Tensor = x) -> None:
-                    with fast_forward(model, device, channels_last=False, amp=amp):
-                        model(x)
-
-                def forward_backward(x: Tensor = x) -> None:
-                    xg = x.clone().requires_grad_(True)
-                    cast = torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" \
-                        else contextlib.nullcontext()
-                    with cast:
-                        out = model(xg)
-                    torch.autograd.grad(out[:, 0].sum(), xg)
-
+                forward, forward_backward = _pass_fns(model, x, device, amp)
                 for fn, rows in ((forward, fwd), (forward_backward, fwdbwd)):
                     fn()  # warm-up (allocator, kernel choice)
                     t = timed(fn, device, repeats=repeats).seconds
