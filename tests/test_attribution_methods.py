@@ -160,6 +160,24 @@ def test_rise_deterministic_finite_and_targets():
         rise.attribute(x[0])
 
 
+def test_rise_keeps_a_seeded_mask_set_and_the_maps_do_not_change(monkeypatch):
+    """The cached masks of a seeded call are the masks the chunked loop draws: maps equal with the cache off."""
+    from xai_bench.attribution import rise as rise_mod
+
+    model = small_cnn()
+    x = torch.rand(2, 3, 16, 16)
+    rise_mod._MASK_CACHE.clear()
+    cached = RISE(model).attribute(x, n_masks=600, seed=3, batch_size=64)  # 3 mask blocks, several chunks
+    assert len(rise_mod._MASK_CACHE) == 1 and next(iter(rise_mod._MASK_CACHE.values())).shape == (600, 16, 16)
+    again = RISE(model).attribute(x, n_masks=600, seed=3, batch_size=64)
+    monkeypatch.setattr(rise_mod, "_CACHE_VALUES", 0)
+    rise_mod._MASK_CACHE.clear()
+    drawn = RISE(model).attribute(x, n_masks=600, seed=3, batch_size=64)
+    assert not rise_mod._MASK_CACHE
+    assert torch.equal(cached, again) and torch.equal(cached, drawn)
+    assert not torch.equal(cached, RISE(model).attribute(x, n_masks=600, seed=4, batch_size=64))
+
+
 # ---------------------------------------------------------------- CAMs
 
 
