@@ -1,4 +1,5 @@
-"""BatchedFeatureAblation computes Captum's FeatureAblation (the reference) with the ablated copies batched."""
+"""BatchedFeatureAblation and BatchedOcclusion compute Captum's FeatureAblation and Occlusion (the references) with the
+ablated copies batched."""
 
 from __future__ import annotations
 
@@ -73,3 +74,32 @@ def test_bad_arguments_are_named(model, kwargs, match):
     args = {"target": 1, "feature_mask": torch.zeros(1, 1, 32, 32, dtype=torch.long), **kwargs}
     with pytest.raises(ValueError, match=match):
         BatchedFeatureAblation(model).attribute(torch.rand(1, 3, 32, 32), **args)
+
+
+@pytest.mark.parametrize(("window", "stride"), [((3, 8, 8), (3, 4, 4)), ((3, 8, 8), (3, 8, 8)),
+                                                ((3, 7, 5), (3, 3, 4)), ((1, 6, 6), (1, 5, 5)),
+                                                ((3, 32, 32), (3, 1, 1))])
+@pytest.mark.parametrize("baseline", ["half", "tensor"])
+def test_occlusion_equals_captum_occlusion(model, window, stride, baseline):
+    """Windows cut by the border (7×5 by 3, 4), windows per channel (1, 6, 6), one window over the whole image."""
+    from captum.attr import Occlusion
+
+    from xai_bench.attribution.feature_ablation import BatchedOcclusion
+
+    g = torch.Generator().manual_seed(2)
+    x, t = torch.rand(3, 3, 32, 32, generator=g), torch.tensor([0, 3, 5])
+    base = 0.5 if baseline == "half" else torch.rand(3, 3, 32, 32, generator=g)
+    for per_eval in (1, 9):
+        ref = Occlusion(model).attribute(x, sliding_window_shapes=window, strides=stride, target=t, baselines=base,
+                                         perturbations_per_eval=per_eval).detach()
+        ours = BatchedOcclusion(model).attribute(x, sliding_window_shapes=window, strides=stride, target=t,
+                                                 baselines=base, perturbations_per_eval=per_eval)
+        assert ref.abs().max() > 0
+        assert (ours - ref).abs().max() <= 1e-5 * ref.abs().max()
+
+
+def test_occlusion_refuses_gaps_between_windows(model):
+    from xai_bench.attribution.feature_ablation import BatchedOcclusion
+
+    with pytest.raises(ValueError, match="stride ≤ the window"):
+        BatchedOcclusion(model).attribute(torch.rand(1, 3, 32, 32), (3, 5, 5), (3, 13, 13), target=0)

@@ -1,4 +1,5 @@
-"""Feature Ablation over a feature mask (superpixels), every ablated copy built in one tensor operation.
+"""Feature Ablation over a feature mask (superpixels) and Occlusion (sliding windows), every ablated copy of a
+forward pass built in one tensor operation.
 
 Same method and numbers as Captum's :class:`captum.attr.FeatureAblation` with a ``feature_mask`` (the reference
 tests compare the two map for map): feature ``k``'s attribution is ``f(x)[t] − f(x with feature k set to the
@@ -9,7 +10,8 @@ inputs, runs the clean image in a forward of its own, and builds each chunk of a
 in Python; on the benchmark's overhead regime (a small CNN at 32², one image per call) that set-up was about as
 long as the model's forward over all 33 ablated copies (``benchmarks/run.py``, Feature Ablation row). Here the
 ablated copies of a chunk are one ``torch.where`` over a one-hot of the mask, and the clean images ride in the first
-chunk's forward.
+chunk's forward. :class:`BatchedOcclusion` does the same for Captum's :class:`captum.attr.Occlusion` (windows
+placed as Captum places them, each pixel's attribution averaged over the windows covering it).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-__all__ = ["BatchedFeatureAblation"]
+__all__ = ["BatchedFeatureAblation", "BatchedOcclusion"]
 
 
 class BatchedFeatureAblation:
@@ -105,3 +107,88 @@ def _targets(target: Any, n: int, device: torch.device) -> Tensor:
     if t.numel() != n:
         raise ValueError(f"target has {t.numel()} entries for {n} images; give one class per image or one int")
     return t
+
+
+class BatchedOcclusion:
+    """Occlusion for N×C×H×W images; Captum's ``Occlusion`` arguments and maps (to float rounding).
+
+    A window of ``sliding_window_shapes`` (C', h, w) starts at every multiple of ``strides`` along each axis,
+    ``ceil((size − window) / stride) + 1`` positions per axis as in Captum (the last window may be cut by the border);
+    a pixel's attribution is the mean score drop of the windows that cover it.
+
+    Args:
+        forward_func: the model, mapping N×C×H×W images to N×K scores.
+    """
+
+    def __init__(self, forward_func: Callable[[Tensor], Tensor]) -> None:
+        self.forward_func = forward_func
+
+    def attribute(self, inputs: Tensor, sliding_window_shapes: tuple[int, int, int],
+                  strides: int | tuple[int, int, int] | None = None, baselines: float | Tensor | None = None,
+                  target: Any = None, perturbations_per_eval: int = 1, show_progress: bool = False) -> Tensor:
+        """Attributions of ``inputs`` (N×C×H×W, float32).
+
+        Args:
+            inputs: the images.
+            sliding_window_shapes: the window (C', h, w), e.g. ``(C, 8, 8)`` to occlude every channel at once.
+            strides: the step along each axis (an int for all three); default 1, as Captum.
+            baselines: what an occluded pixel is set to: a number or a tensor broadcastable to ``inputs``.
+            target: one class per image (N ints, a tensor, or one int for all).
+            perturbations_per_eval: windows per forward pass (each pass takes N × this many images).
+            show_progress: a progress bar over the forward passes.
+        """
+        x = inputs
+        if x.dim() != 4:
+            raise ValueError(f"BatchedOcclusion takes N×C×H×W images, got shape {tuple(x.shape)}")
+        window = tuple(int(v) for v in sliding_window_shapes)
+        stride = (1, 1, 1) if strides is None else (
+            (int(strides),) * 3 if isinstance(strides, int) else tuple(int(v) for v in strides))
+        if len(window) != 3 or len(stride) != 3:
+            raise ValueError(f"sliding_window_shapes and strides need 3 values (C, H, W) for N×C×H×W images, got "
+                             f"{sliding_window_shapes} and {strides}")
+        dims = tuple(x.shape[1:])
+        if any(w < 1 or w > d for w, d in zip(window, dims)) or any(st < 1 for st in stride):
+            raise ValueError(f"sliding_window_shapes {window} must lie within the image {dims} and strides {stride} "
+                             f"be ≥ 1")
+        if any(st > w for st, w in zip(stride, window)):
+            raise ValueError(f"strides {stride} larger than the window {window} leave pixels no window covers (as "
+                             f"Captum, refused); use a stride ≤ the window")
+        n = x.shape[0]
+        # per axis: where each window position starts, and which of the axis' indices it covers (positions × size)
+        covers = []
+        for d, w, st in zip(dims, window, stride):
+            starts = torch.arange(-(-(d - w) // st) + 1, device=x.device) * st
+            idx = torch.arange(d, device=x.device)
+            covers.append((idx[None, :] >= starts[:, None]) & (idx[None, :] < starts[:, None] + w))
+        counts = [c.shape[0] for c in covers]
+        n_win = counts[0] * counts[1] * counts[2]
+        per_eval = max(int(perturbations_per_eval or 1), 1)
+        base = torch.as_tensor(0.0 if baselines is None else baselines, dtype=x.dtype, device=x.device)
+        if base.dim() == 4:
+            base = base.unsqueeze(1)
+        t = _targets(target, n, x.device)
+        rows = torch.arange(n, device=x.device)
+
+        total = torch.zeros(n, *dims, dtype=torch.float32, device=x.device)
+        weight = torch.zeros(dims, dtype=torch.float32, device=x.device)
+        clean: Tensor | None = None
+        for start in tqdm(range(0, n_win, per_eval), desc="Occlusion", disable=not show_progress, leave=False):
+            k = torch.arange(start, min(start + per_eval, n_win), device=x.device)
+            p = len(k)
+            # window k ↦ (c, y, x) positions, the first axis slowest (Captum's order is irrelevant to the result)
+            kc, ky, kx = k // (counts[1] * counts[2]), (k // counts[2]) % counts[1], k % counts[2]
+            masks = covers[0][kc][:, :, None, None] & covers[1][ky][:, None, :, None] & covers[2][kx][:, None, None, :]
+            copies = torch.where(masks.unsqueeze(0), base, x.unsqueeze(1)).flatten(0, 1)  # (N·P)×C×H×W
+            if clean is None:
+                copies = torch.cat([x, copies])
+            out = self.forward_func(copies)
+            if out.dim() != 2:
+                raise ValueError(f"the model returned scores of shape {tuple(out.shape)}; expected N×K")
+            if clean is None:
+                clean = out[rows, t].float()
+                out = out[n:]
+            scores = out.view(n, p, -1)[rows[:, None], torch.arange(p, device=x.device)[None, :], t[:, None]]
+            m = masks.float()
+            total += torch.einsum("np,pchw->nchw", clean[:, None] - scores.float(), m)
+            weight += m.sum(0)
+        return total / weight.clamp_min(1)  # every pixel is covered: the windows start at 0 and reach the border
