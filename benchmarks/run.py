@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, bench_metr
 import xai_bench  # noqa: F401  (must precede torchvision)
 from benchlib.operations import OPERATIONS, Context
 from benchlib.report import environment, markdown
-from benchlib.timing import BatchFloor, Counted, measure_roofline
+from benchlib.timing import BatchFloor, Counted, leftover_hooks, measure_roofline
 from xai_bench.accel import compile_model
 from xai_bench.batching import default_batch_size
 from xai_bench.models import create_model
@@ -86,6 +86,9 @@ def run_regime(cfg: DictConfig, name: str, device: torch.device) -> dict[str, An
         log.info("  %s / %s", name, op)
         seed_everything(int(cfg.seed))
         row = OPERATIONS[op](ctx)
+        left = leftover_hooks(model)
+        if left:  # a hook left behind slows every later operation (and the roofline no longer applies)
+            raise RuntimeError(f"operation {op!r} left hooks on the model: {left}; release them in the operation")
         eff = row.get("efficiency")
         log.info("    ours %s s, efficiency %s, peer %s s", _s(row.get("ours_s")), _s(eff), _s(row.get("peer_s")))
         rows.append(row)

@@ -100,3 +100,21 @@ def test_unknown_operation_names_the_valid_ones(bench_run, tmp_path):
     cfg = _compose(["mode=smoke", "ops=[occlusoin]", "regimes=[overhead]", "quality=false", f"out_dir={tmp_path}"])
     with pytest.raises(SystemExit, match="occlusoin.*valid: occlusion"):
         bench_run.run(cfg)
+
+
+def test_a_hook_left_on_the_model_is_found():
+    """What the runner checks after every operation: pytorch-grad-cam's GradCAM kept copying activations after its
+    row (it was never released), which slowed every later operation in the same regime."""
+    import torch
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        from benchlib.timing import leftover_hooks
+    finally:
+        sys.path.remove(str(BENCH))
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    assert leftover_hooks(model) == []
+    handle = model[0].register_forward_hook(lambda m, i, o: None)
+    assert leftover_hooks(model) == ["0: forward_hooks"]
+    handle.remove()
+    assert leftover_hooks(model) == []

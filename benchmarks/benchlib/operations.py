@@ -189,13 +189,14 @@ def op_gradcam(ctx: Context) -> dict[str, Any]:
         from pytorch_grad_cam import GradCAM
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-        cam = GradCAM(model=ctx.model, target_layers=[ctx.model.get_layer(ex.layer_name)])
+        # `with`: GradCAM's hooks copy the layer's activations on every forward until released; left on the model
+        # they would slow every operation timed after this one
+        with GradCAM(model=ctx.model, target_layers=[ctx.model.get_layer(ex.layer_name)]) as cam:
+            def peer_fn(x: Tensor, t: Tensor) -> Tensor:
+                out = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in t])
+                return torch.as_tensor(out).unsqueeze(1)
 
-        def peer_fn(x: Tensor, t: Tensor) -> Tensor:
-            out = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in t])
-            return torch.as_tensor(out).unsqueeze(1)
-
-        peer = _time(ctx, _per_image(ctx, peer_fn, batched=True))
+            peer = _time(ctx, _per_image(ctx, peer_fn, batched=True))
     elif ctx.peers:
         note = "peer skipped: grad-cam not installed (pip install -e '.[bench]')"
     return _row(ctx, "Grad-CAM", f"{ctx.images.shape[0]} image(s), layer {ex.layer_name}", ours,

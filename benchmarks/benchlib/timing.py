@@ -66,6 +66,17 @@ class Counted(nn.Module):
         self.calls = {}
 
 
+def leftover_hooks(model: nn.Module) -> list[str]:
+    """Modules of ``model`` that still carry forward/backward hooks (name: hook kinds)."""
+    kinds = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    out = []
+    for name, module in model.named_modules():
+        held = [k.strip("_") for k in kinds if getattr(module, k, None)]
+        if held:
+            out.append(f"{name or '<model>'}: {', '.join(held)}")
+    return out
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
