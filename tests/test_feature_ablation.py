@@ -103,3 +103,27 @@ def test_occlusion_refuses_gaps_between_windows(model):
 
     with pytest.raises(ValueError, match="stride ≤ the window"):
         BatchedOcclusion(model).attribute(torch.rand(1, 3, 32, 32), (3, 5, 5), (3, 13, 13), target=0)
+
+
+def test_both_report_each_pass_to_the_progress_callback(model):
+    """The enclosing progress callback sees every pass (the web app's Stop raises from it), bar drawn or not."""
+    from xai_bench.attribution.feature_ablation import BatchedOcclusion
+    from xai_bench.progress import progress_reporting
+
+    seen = []
+    with progress_reporting(enabled=False, callback=lambda desc, done, total: seen.append((desc, done, total))):
+        BatchedFeatureAblation(model).attribute(torch.rand(2, 3, 32, 32), target=[1, 2], feature_mask=_mask(2),
+                                                perturbations_per_eval=10)
+        BatchedOcclusion(model).attribute(torch.rand(1, 3, 32, 32), (3, 8, 8), (3, 8, 8), target=0,
+                                          perturbations_per_eval=10)
+    assert seen == [("Feature Ablation", 20, 32), ("Feature Ablation", 32, 32), ("Occlusion", 10, 16),
+                    ("Occlusion", 16, 16)]
+
+    class Stop(Exception):
+        pass
+
+    def stop(desc, done, total):
+        raise Stop
+
+    with pytest.raises(Stop), progress_reporting(enabled=False, callback=stop):
+        BatchedOcclusion(model).attribute(torch.rand(1, 3, 32, 32), (3, 8, 8), (3, 8, 8), target=0)

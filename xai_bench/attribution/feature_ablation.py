@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
+
+from xai_bench.progress import ProgressBar
 
 __all__ = ["BatchedFeatureAblation", "BatchedOcclusion"]
 
@@ -77,22 +78,24 @@ class BatchedFeatureAblation:
 
         diffs = torch.zeros(n, n_feat, dtype=torch.float32, device=x.device)
         clean: Tensor | None = None
-        starts = range(0, n_feat, per_eval)
-        for start in tqdm(starts, desc="Feature Ablation", disable=not show_progress, leave=False):
-            ks = torch.arange(start, min(start + per_eval, n_feat), device=x.device)
-            p = len(ks)
-            ablate = mask.unsqueeze(1) == ks.view(1, p, 1, 1, 1)  # N×P×C×H×W
-            copies = torch.where(ablate, base, x.unsqueeze(1)).flatten(0, 1)
-            if clean is None:  # the clean images share the first pass
-                copies = torch.cat([x, copies])
-            out = self.forward_func(copies)
-            if out.dim() != 2:
-                raise ValueError(f"the model returned scores of shape {tuple(out.shape)}; expected N×K")
-            if clean is None:
-                clean = out[rows, t].float()
-                out = out[n:]
-            scores = out.view(n, p, -1)[rows[:, None], torch.arange(p, device=x.device)[None, :], t[:, None]]
-            diffs[:, start:start + p] = clean[:, None] - scores.float()
+        # ProgressBar, not tqdm: it also reports to the enclosing progress callback (the web app's Stop acts there)
+        with ProgressBar(total=n * n_feat, desc="Feature Ablation", show=bool(show_progress), unit="img") as bar:
+            for start in range(0, n_feat, per_eval):
+                ks = torch.arange(start, min(start + per_eval, n_feat), device=x.device)
+                p = len(ks)
+                ablate = mask.unsqueeze(1) == ks.view(1, p, 1, 1, 1)  # N×P×C×H×W
+                copies = torch.where(ablate, base, x.unsqueeze(1)).flatten(0, 1)
+                if clean is None:  # the clean images share the first pass
+                    copies = torch.cat([x, copies])
+                out = self.forward_func(copies)
+                if out.dim() != 2:
+                    raise ValueError(f"the model returned scores of shape {tuple(out.shape)}; expected N×K")
+                if clean is None:
+                    clean = out[rows, t].float()
+                    out = out[n:]
+                scores = out.view(n, p, -1)[rows[:, None], torch.arange(p, device=x.device)[None, :], t[:, None]]
+                diffs[:, start:start + p] = clean[:, None] - scores.float()
+                bar.update(n * p)
         if n_feat == 0:
             return torch.zeros_like(x, dtype=torch.float32)
         return diffs.gather(1, mask.reshape(n, -1)).view(x.shape)
@@ -172,23 +175,26 @@ class BatchedOcclusion:
         total = torch.zeros(n, *dims, dtype=torch.float32, device=x.device)
         weight = torch.zeros(dims, dtype=torch.float32, device=x.device)
         clean: Tensor | None = None
-        for start in tqdm(range(0, n_win, per_eval), desc="Occlusion", disable=not show_progress, leave=False):
-            k = torch.arange(start, min(start + per_eval, n_win), device=x.device)
-            p = len(k)
-            # window k ↦ (c, y, x) positions, the first axis slowest (Captum's order is irrelevant to the result)
-            kc, ky, kx = k // (counts[1] * counts[2]), (k // counts[2]) % counts[1], k % counts[2]
-            masks = covers[0][kc][:, :, None, None] & covers[1][ky][:, None, :, None] & covers[2][kx][:, None, None, :]
-            copies = torch.where(masks.unsqueeze(0), base, x.unsqueeze(1)).flatten(0, 1)  # (N·P)×C×H×W
-            if clean is None:
-                copies = torch.cat([x, copies])
-            out = self.forward_func(copies)
-            if out.dim() != 2:
-                raise ValueError(f"the model returned scores of shape {tuple(out.shape)}; expected N×K")
-            if clean is None:
-                clean = out[rows, t].float()
-                out = out[n:]
-            scores = out.view(n, p, -1)[rows[:, None], torch.arange(p, device=x.device)[None, :], t[:, None]]
-            m = masks.float()
-            total += torch.einsum("np,pchw->nchw", clean[:, None] - scores.float(), m)
-            weight += m.sum(0)
+        with ProgressBar(total=n * n_win, desc="Occlusion", show=bool(show_progress), unit="img") as bar:
+            for start in range(0, n_win, per_eval):
+                k = torch.arange(start, min(start + per_eval, n_win), device=x.device)
+                p = len(k)
+                # window k ↦ (c, y, x) positions, the first axis slowest (Captum's order is irrelevant to the result)
+                kc, ky, kx = k // (counts[1] * counts[2]), (k // counts[2]) % counts[1], k % counts[2]
+                masks = (covers[0][kc][:, :, None, None] & covers[1][ky][:, None, :, None]
+                         & covers[2][kx][:, None, None, :])
+                copies = torch.where(masks.unsqueeze(0), base, x.unsqueeze(1)).flatten(0, 1)  # (N·P)×C×H×W
+                if clean is None:
+                    copies = torch.cat([x, copies])
+                out = self.forward_func(copies)
+                if out.dim() != 2:
+                    raise ValueError(f"the model returned scores of shape {tuple(out.shape)}; expected N×K")
+                if clean is None:
+                    clean = out[rows, t].float()
+                    out = out[n:]
+                scores = out.view(n, p, -1)[rows[:, None], torch.arange(p, device=x.device)[None, :], t[:, None]]
+                m = masks.float()
+                total += torch.einsum("np,pchw->nchw", clean[:, None] - scores.float(), m)
+                weight += m.sum(0)
+                bar.update(n * p)
         return total / weight.clamp_min(1)  # every pixel is covered: the windows start at 0 and reach the border
