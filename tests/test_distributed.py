@@ -129,22 +129,27 @@ def _env() -> dict[str, str]:
     return {**os.environ, "WANDB_MODE": "disabled", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
 
 
-@pytest.mark.slow  # two runs, three process starts: ~25 s on a loaded 2-core machine
-def test_torchrun_two_cpu_ranks_equal_the_single_process_run(tmp_path):
-    """7 images in 4 batches over 2 gloo ranks (rank 0: batches 0 and 2, rank 1: 1 and 3): rank 0 merges them into
-    one results.json, maps file and table equal to one process's (RISE is random, seeded per batch)."""
+def _single_and_sharded(tmp_path: Path, script: str, args: list[str]) -> tuple[Path, Path]:
+    """Run ``script`` once in one process and once under torchrun with 2 gloo ranks; returns both run folders."""
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
     if torchrun is None:
         pytest.skip("torchrun not found")
     single, sharded = tmp_path / "single", tmp_path / "sharded"
-    proc = subprocess.run([sys.executable, "explain.py", *TINY, f"hydra.run.dir={single}"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, script, *args, f"hydra.run.dir={single}"], cwd=ROOT,
                           capture_output=True, text=True, timeout=600, env=_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "explain.py", *TINY,
-                           f"hydra.run.dir={sharded}"], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env=_env())
+    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", script, *args, f"hydra.run.dir={sharded}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rank 1 of 2 (gloo)" in proc.stderr + proc.stdout
+    return single, sharded
+
+
+@pytest.mark.slow  # two runs, three process starts: ~25 s on a loaded 2-core machine
+def test_torchrun_two_cpu_ranks_equal_the_single_process_run(tmp_path):
+    """7 images in 4 batches over 2 gloo ranks (rank 0: batches 0 and 2, rank 1: 1 and 3): rank 0 merges them into
+    one results.json, maps file and table equal to one process's (RISE is random, seeded per batch)."""
+    single, sharded = _single_and_sharded(tmp_path, "explain.py", TINY)
 
     a, b = (json.loads((d / "results.json").read_text()) for d in (single, sharded))
     assert a["status"] == b["status"] == "ok"
@@ -245,18 +250,7 @@ def test_torchrun_attack_on_two_cpu_ranks_equals_the_single_process_run(tmp_path
     """PGD with a random start drawn from torch's RNG (attack.method.seed=null), 7 images in 4 batches over 2 gloo
     ranks, kept examples spanning batches of both ranks: rank 0's results.json, table and adversarial images equal
     one process's."""
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
-    if torchrun is None:
-        pytest.skip("torchrun not found")
-    single, sharded = tmp_path / "single", tmp_path / "sharded"
-    proc = subprocess.run([sys.executable, "attack.py", *ATTACK, f"hydra.run.dir={single}"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600, env=_env())
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "attack.py", *ATTACK,
-                           f"hydra.run.dir={sharded}"], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env=_env())
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "rank 1 of 2 (gloo)" in proc.stderr + proc.stdout
+    single, sharded = _single_and_sharded(tmp_path, "attack.py", ATTACK)
 
     a, b = (json.loads((d / "results.json").read_text()) for d in (single, sharded))
     assert a["status"] == b["status"] == "ok"

@@ -74,7 +74,6 @@ class BatchedFeatureAblation:
         if base.dim() == 4:  # per image: N×1×C×H×W against the N×P×C×H×W copies
             base = base.unsqueeze(1)
         t = _targets(target, n, x.device)
-        rows = torch.arange(n, device=x.device)
 
         diffs = torch.zeros(n, n_feat, dtype=torch.float32, device=x.device)
         clean: Tensor | None = None
@@ -85,20 +84,28 @@ class BatchedFeatureAblation:
                 p = len(ks)
                 ablate = mask.unsqueeze(1) == ks.view(1, p, 1, 1, 1)  # N×P×C×H×W
                 copies = torch.where(ablate, base, x.unsqueeze(1)).flatten(0, 1)
-                if clean is None:  # the clean images share the first pass
-                    copies = torch.cat([x, copies])
-                out = self.forward_func(copies)
-                if out.dim() != 2:
-                    raise ValueError(f"the model returned scores of shape {tuple(out.shape)}; expected N×K")
-                if clean is None:
-                    clean = out[rows, t].float()
-                    out = out[n:]
-                scores = out.view(n, p, -1)[rows[:, None], torch.arange(p, device=x.device)[None, :], t[:, None]]
-                diffs[:, start:start + p] = clean[:, None] - scores.float()
+                clean, scores = _score_pass(self.forward_func, x, copies, t, clean)
+                diffs[:, start:start + p] = clean[:, None] - scores
                 bar.update(n * p)
         if n_feat == 0:
             return torch.zeros_like(x, dtype=torch.float32)
         return diffs.gather(1, mask.reshape(n, -1)).view(x.shape)
+
+
+def _score_pass(forward_func: Callable[[Tensor], Tensor], x: Tensor, copies: Tensor, t: Tensor,
+                clean: Tensor | None) -> tuple[Tensor, Tensor]:
+    """One forward pass over the (N·P) perturbed ``copies`` of the N images ``x``, with ``x`` itself in front when
+    ``clean`` (the N clean target scores) is not known yet. Returns (clean scores N, perturbed scores N×P), float32."""
+    n = x.shape[0]
+    out = forward_func(copies if clean is not None else torch.cat([x, copies]))
+    if out.dim() != 2:
+        raise ValueError(f"the model returned scores of shape {tuple(out.shape)}; expected N×K")
+    rows = torch.arange(n, device=x.device)
+    if clean is None:
+        clean, out = out[rows, t].float(), out[n:]
+    p = out.shape[0] // n
+    scores = out.view(n, p, -1)[rows[:, None], torch.arange(p, device=x.device)[None, :], t[:, None]]
+    return clean, scores.float()
 
 
 def _targets(target: Any, n: int, device: torch.device) -> Tensor:
@@ -170,7 +177,6 @@ class BatchedOcclusion:
         if base.dim() == 4:
             base = base.unsqueeze(1)
         t = _targets(target, n, x.device)
-        rows = torch.arange(n, device=x.device)
 
         total = torch.zeros(n, *dims, dtype=torch.float32, device=x.device)
         weight = torch.zeros(dims, dtype=torch.float32, device=x.device)
@@ -184,17 +190,9 @@ class BatchedOcclusion:
                 masks = (covers[0][kc][:, :, None, None] & covers[1][ky][:, None, :, None]
                          & covers[2][kx][:, None, None, :])
                 copies = torch.where(masks.unsqueeze(0), base, x.unsqueeze(1)).flatten(0, 1)  # (N·P)×C×H×W
-                if clean is None:
-                    copies = torch.cat([x, copies])
-                out = self.forward_func(copies)
-                if out.dim() != 2:
-                    raise ValueError(f"the model returned scores of shape {tuple(out.shape)}; expected N×K")
-                if clean is None:
-                    clean = out[rows, t].float()
-                    out = out[n:]
-                scores = out.view(n, p, -1)[rows[:, None], torch.arange(p, device=x.device)[None, :], t[:, None]]
+                clean, scores = _score_pass(self.forward_func, x, copies, t, clean)
                 m = masks.float()
-                total += torch.einsum("np,pchw->nchw", clean[:, None] - scores.float(), m)
+                total += torch.einsum("np,pchw->nchw", clean[:, None] - scores, m)
                 weight += m.sum(0)
                 bar.update(n * p)
         return total / weight.clamp_min(1)  # every pixel is covered: the windows start at 0 and reach the border
