@@ -169,6 +169,14 @@ def _redeliver(signum: int) -> None:
         _thread.interrupt_main(signum)  # runs the handler again in the main thread (a no-op once it is restored)
 
 
+def _in_finaliser(frame: Any) -> bool:
+    """Whether a signal handler's ``frame`` is a finaliser or a weak-reference callback (garbage collection runs them
+    at any point; an exception raised in them is printed as "Exception ignored in …" and dropped)."""
+    code = getattr(frame, "f_code", None)
+    return code is not None and (code.co_name == "__del__"
+                                 or code.co_filename.endswith(("weakref.py", "_weakrefset.py")))
+
+
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """While the block runs, SIGTERM (Slurm's and Docker's stop signal) raises :class:`~xai_bench.errors.Terminated`,
@@ -194,6 +202,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
             # A signal can land inside a finaliser or a callback, where Python prints the exception and carries on
             # (a run then trained on after SIGTERM). Re-deliver it every second until the clean-up has started.
             threading.Thread(target=_redeliver, args=(signum,), daemon=True, name="sigterm-redeliver").start()
+        if _in_finaliser(frame):  # raising here would only print "Exception ignored in …": the next delivery stops it
+            return
         raise Terminated(f"received SIGTERM (signal {signum}); the run was stopped")
 
     previous = signal.signal(signal.SIGTERM, handler)
