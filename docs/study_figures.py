@@ -75,11 +75,21 @@ def stitch(rows: list[list[Path]], pad: int = 12) -> Image.Image:
     return out
 
 
+def save_small(image: Image.Image, path: Path, max_width: int = 1400) -> None:
+    """Save for the README at most ``max_width`` px wide (the photo panels made full-size PNGs of several MB). Full
+    colour: a 256-colour palette banded the colour bars."""
+    if image.width > max_width:
+        image = image.resize((max_width, round(image.height * max_width / image.width)), Image.LANCZOS)
+    image.save(path, optimize=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "img")
     parser.add_argument("--studies", nargs="+", choices=sorted(STUDIES), default=list(STUDIES))
+    parser.add_argument("--max-width", type=int, default=1400,
+                        help="scale wider figures down to this (px); xai_suite's one row of 12 panels gets 2400")
     args = parser.parse_args()
     missing = 0
     for study in args.studies:
@@ -90,7 +100,7 @@ def main() -> int:
             missing += 1
             continue
         name = "study_ood_ensemble_still_correct.png" if study == "ood_ensemble" else f"study_{study}.png"
-        stitch(rows).save(args.out / name, optimize=True)  # type: ignore[arg-type]
+        save_small(stitch(rows), args.out / name, max(args.max_width, 2400) if study == "xai_suite" else args.max_width)
         print(f"{study}: {args.out / name} from {[str(p.relative_to(args.root)) for row in rows for p in row]}")
     return 1 if missing else 0
 
