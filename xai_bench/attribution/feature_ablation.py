@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from xai_bench.checks import as_class_indices
 from xai_bench.progress import ProgressBar
 
 __all__ = ["BatchedFeatureAblation", "BatchedOcclusion"]
@@ -111,12 +112,7 @@ def _score_pass(forward_func: Callable[[Tensor], Tensor], x: Tensor, copies: Ten
 def _targets(target: Any, n: int, device: torch.device) -> Tensor:
     if target is None:
         raise ValueError("BatchedFeatureAblation needs a target class per image (target=...)")
-    t = torch.as_tensor(target, device=device).long().flatten()
-    if t.numel() == 1:
-        t = t.expand(n)
-    if t.numel() != n:
-        raise ValueError(f"target has {t.numel()} entries for {n} images; give one class per image or one int")
-    return t
+    return as_class_indices(target, n, device, "target")
 
 
 class BatchedOcclusion:
