@@ -99,6 +99,26 @@ def test_lime_pieces_from_captum_private_modules():
     kernel = _compat.lime_exp_kernel("cosine", 0.25)
     x = torch.rand(1, 3, 4, 4)
     assert float(kernel(x, x, torch.ones(1, 5))) == pytest.approx(1.0)  # identical inputs: similarity 1
+    sampler, transform = _compat.lime_default_functions()
+    assert sampler(x, num_interp_features=5).shape == (1, 5)
+    assert torch.equal(transform(torch.ones(1, 1), x, feature_mask=torch.zeros(1, 1, 4, 4, dtype=torch.long),
+                                 baselines=0.0), x)
+
+
+def test_undecorated_override_is_what_lime_calls():
+    from captum.attr import Lime, LimeBase
+
+    calls = []
+
+    class Between(LimeBase):
+        attribute = _compat.undecorated_override(lambda self, inputs, **kw: calls.append(kw["n_samples"])
+                                                 or torch.zeros(1, 2))
+
+    class Ours(Lime, Between):
+        pass
+
+    Ours(lambda x: x.sum(1, keepdim=True)).attribute(torch.rand(1, 2), n_samples=7, return_input_shape=False)
+    assert calls == [7]  # Lime reached the override, not LimeBase's loop
 
 
 def test_imagenet_categories_offline():

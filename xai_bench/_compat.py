@@ -35,8 +35,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ["TORCHVISION_EXTENSION_LOADED", "captum_progress_factory", "captum_register_backward_hook",
-           "deeplift_nonlinearities", "ensure_torchvision_nms", "imagenet_categories", "lime_exp_kernel", "lime_lasso",
-           "nms_reference", "undecorated_attribute"]
+           "deeplift_nonlinearities", "ensure_torchvision_nms", "imagenet_categories", "lime_default_functions",
+           "lime_exp_kernel", "lime_lasso", "nms_reference", "undecorated_attribute", "undecorated_override"]
 
 _LIB: torch.library.Library | None = None
 
@@ -165,6 +165,28 @@ def lime_lasso(alpha: float = 0.01) -> Any:
     from captum._utils.models.linear_model import SkLearnLasso
 
     return SkLearnLasso(alpha=alpha)
+
+
+def lime_default_functions() -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """Captum LIME's default coalition sampler and coalition → input transform (``captum.attr._core.lime``
+    ``default_perturb_func``, ``default_from_interp_rep_transform``), so a batched LIME can tell them apart from a
+    user's own."""
+    from captum.attr._core.lime import default_from_interp_rep_transform, default_perturb_func
+
+    return default_perturb_func, default_from_interp_rep_transform
+
+
+def undecorated_override(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """An ``attribute`` method calling ``fn`` that Captum's ``Lime`` can call undecorated: ``Lime`` calls its base
+    class's method as ``super().attribute.__wrapped__(self, ...)`` (skipping the usage logger), so an override placed
+    in between must carry ``__wrapped__``."""
+
+    def attribute(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return fn(self, *args, **kwargs)
+
+    attribute.__wrapped__ = fn  # type: ignore[attr-defined]
+    attribute.__doc__ = fn.__doc__
+    return attribute
 
 
 def lime_exp_kernel(distance_mode: str = "cosine", kernel_width: float = 1.0) -> Callable[..., Any]:
