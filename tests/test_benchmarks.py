@@ -70,6 +70,10 @@ def test_smoke_run_writes_tables_and_quality_curve(bench_run, tmp_path):
         assert rows["RISE"]["fwd"] == n_img * cfg.regime[name].rise_masks
         assert rows["FGSM sweep"]["fwdbwd"] == cfg.regime[name].fgsm_images  # one gradient for all 10 ε
         assert rows["ImageNet-C, 15 corruptions"]["per_image_ms"] > 0
+        lime = rows["LIME"]  # segments inside the timed call: the SLIC time alone and the efficiency it leaves
+        assert 0 < lime["segment_s"] < lime["ours_s"]
+        assert lime["segment_bound"] == pytest.approx(lime["roofline_s"] / (lime["roofline_s"] + lime["segment_s"]))
+        assert f"SLIC alone takes {lime['segment_s']:.3f} s" in lime["note"]
     md = (tmp_path / "bench.md").read_text()
     assert "| operation | work | ours s | passes" in md and "efficiency" in md and "speed-up" in md
     assert "peak MB" in md and env["device"] in md
