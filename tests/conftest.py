@@ -8,6 +8,9 @@ import pytest
 import torch
 
 import xai_bench  # noqa: F401  (torchvision patch before anything imports it)
+from xai_bench.accel import keep_freed_cpu_memory
+
+keep_freed_cpu_memory()  # the allocator setting every task makes (xai_bench.distributed.setup_job)
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 

@@ -59,6 +59,14 @@ def test_smoke_run_writes_tables_and_quality_curve(bench_run, tmp_path):
         assert 0 < rf["fwd_s"] < rf["fwdbwd_s"] and rf["fwd_format"] in ("nchw", "channels_last")
         rows = {r["operation"]: r for r in reg["rows"]}
         assert len(rows) == 6
+        # the roofline is re-measured after every operation and the best kept; every efficiency uses the final one
+        start = reg["roofline_at_start"]
+        assert rf["fwd_s"] <= start["fwd_s"] and rf["fwdbwd_s"] <= start["fwdbwd_s"]
+        for r in rows.values():
+            if r.get("efficiency") is not None:
+                floor = r["fwd"] * rf["fwd_s"] + r["fwdbwd"] * rf["fwdbwd_s"]
+                assert r["efficiency"] == pytest.approx(floor / r["ours_s"])
+                assert r["batch_bound"] * r["efficiency_at_calls"] == pytest.approx(r["efficiency"])
         occ = rows["Occlusion"]
         n_img = cfg.regime[name].images
         assert occ["fwd"] == n_img * 50 and occ["fwdbwd"] == 0  # 49 windows + the clean image, no gradients
@@ -83,6 +91,17 @@ def test_smoke_run_writes_tables_and_quality_curve(bench_run, tmp_path):
     assert all(0 <= p["insertion_auc"] <= 1 for pts in q["curves"].values() for p in pts)
     png = tmp_path / "quality_per_cost.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_roofline_best_keeps_the_faster_measurement_per_pass_kind(bench_run):
+    from benchlib.timing import Roofline
+
+    a = Roofline(2e-3, 16, "nchw", 5e-3, 16, "nchw")
+    b = Roofline(1e-3, 128, "channels_last", 6e-3, 4, "channels_last")
+    best = a.best(b)
+    assert (best.fwd_s, best.fwd_batch, best.fwd_format) == (1e-3, 128, "channels_last")
+    assert (best.fwdbwd_s, best.fwdbwd_batch, best.fwdbwd_format) == (5e-3, 16, "nchw")
+    assert best.floor(10, 2) == pytest.approx(10 * 1e-3 + 2 * 5e-3)
 
 
 def test_missing_peer_is_skipped_with_a_note(bench_run, tmp_path, monkeypatch):

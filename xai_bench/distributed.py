@@ -141,8 +141,12 @@ def job_device(device: Any = "auto", *, job_num: int | None = None, local_rank: 
 
 
 def setup_job(device: Any = "auto") -> Any:
-    """Set this job's torch threads (:func:`cpus_per_job`) and pick its device (:func:`job_device`); returns the
-    device setting to resolve."""
+    """Set this job's torch threads (:func:`cpus_per_job`), let malloc keep freed tensor memory
+    (:func:`xai_bench.accel.keep_freed_cpu_memory`) and pick its device (:func:`job_device`); returns the device
+    setting to resolve."""
+    from xai_bench.accel import keep_freed_cpu_memory
+
+    keep_freed_cpu_memory()
     threads = cpus_per_job(launcher_config())
     if threads is not None and threads != torch.get_num_threads():
         torch.set_num_threads(threads)

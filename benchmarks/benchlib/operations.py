@@ -66,22 +66,42 @@ def _autocast(ctx: Context) -> Any:
 
 def _row(ctx: Context, op: str, work: str, ours: Timing, peer_name: str, peer: Timing | None, note: str = "",
          agreement: str = "") -> dict[str, Any]:
-    floor = ctx.roofline.floor(ours.fwd, ours.fwdbwd)
-    # efficiency = roofline / call floor (what our calls' batch sizes allow) × call floor / ours (our overhead)
-    call_floor = ctx.batch_floor.floor(ours.calls) if ctx.batch_floor is not None and ours.calls else None
-    return {
-        "call_floor_s": call_floor, "calls": {f"{b}{'+grad' if g else ''}": n for (b, g), n in ours.calls.items()},
-        "efficiency_at_calls": call_floor / ours.seconds if call_floor else None,
-        "batch_bound": floor / call_floor if call_floor and floor > 0 else None,
+    row = {
+        "calls": {f"{b}{'+grad' if g else ''}": n for (b, g), n in ours.calls.items()},
+        "calls_raw": [[b, g, n] for (b, g), n in ours.calls.items()],  # for derive(): (batch size, grad, calls)
         "regime": ctx.regime, "operation": op, "work": work, "ours_s": ours.seconds, "fwd": ours.fwd,
-        "fwdbwd": ours.fwdbwd, "roofline_s": floor if floor > 0 else None,
-        "efficiency": floor / ours.seconds if floor > 0 else None, "ours_peak_mb": ours.peak_mb,
+        "fwdbwd": ours.fwdbwd, "ours_peak_mb": ours.peak_mb,
         "peer": peer_name, "peer_s": peer.seconds if peer else None,
         "speedup": peer.seconds / ours.seconds if peer else None, "peer_peak_mb": peer.peak_mb if peer else None,
-        # the most any implementation doing our model passes could gain on the peer: its time over the passes' floor
-        "speedup_bound": peer.seconds / floor if peer and floor > 0 else None,
         "peer_fwd": peer.fwd + peer.fwdbwd if peer else None, "agreement": agreement, "note": note,
     }
+    return derive(row, ctx.roofline, ctx.batch_floor)
+
+
+def derive(row: dict[str, Any], roofline: Roofline, batch_floor: BatchFloor | None) -> dict[str, Any]:
+    """(Re)compute the fields of ``row`` that rest on the roofline and the bare model's call times: the runner calls
+    it again at the end of a regime with the best roofline and call times measured around all its operations (a
+    slow spell of the machine during one measurement then no longer inflates or deflates an efficiency)."""
+    if row.get("ours_s") is None:
+        return row
+    floor = roofline.floor(row.get("fwd") or 0, row.get("fwdbwd") or 0)
+    calls = {(int(b), bool(g)): int(n) for b, g, n in row.get("calls_raw") or []}
+    # efficiency = roofline / call floor (what our calls' batch sizes allow) × call floor / ours (our overhead)
+    call_floor = batch_floor.floor(calls) if batch_floor is not None and calls else None
+    row.update({
+        "call_floor_s": call_floor, "efficiency_at_calls": call_floor / row["ours_s"] if call_floor else None,
+        "batch_bound": floor / call_floor if call_floor and floor > 0 else None,
+        "roofline_s": floor if floor > 0 else None, "efficiency": floor / row["ours_s"] if floor > 0 else None,
+        # the most any implementation doing our model passes could gain on the peer: its time over the passes' floor
+        "speedup_bound": row["peer_s"] / floor if row.get("peer_s") and floor > 0 else None,
+    })
+    if row.get("segment_s") is not None:
+        seg = row["segment_s"]
+        row["segment_bound"] = floor / (floor + seg) if floor > 0 else None
+        bound = f", so efficiency ≤ {row['segment_bound']:.2f}" if floor > 0 else ""
+        sentence = f"both sides segment (SLIC) inside the timed call; SLIC alone takes {seg:.3f} s{bound}"
+        row["note"] = f"{row['note_before_segment']}; {sentence}" if row.get("note_before_segment") else sentence
+    return row
 
 
 def _per_image(ctx: Context, fn: Callable[[Tensor, Tensor], Tensor], batched: bool = False) -> Callable[[], Tensor]:
@@ -125,14 +145,10 @@ def _time(ctx: Context, fn: Callable[[], Any]) -> Timing:
 def _segmentation_bound(ctx: Context, seg_cfg: Any, row: dict[str, Any]) -> dict[str, Any]:
     """Time the segmentation alone (the same SLIC calls, one per image in the overhead regime) and add to ``row`` the
     efficiency it leaves: ``roofline / (roofline + segmentation)``, the most an operation that segments inside the
-    timed call can reach however little else it does."""
-    seg = _time(ctx, _per_image(ctx, lambda x, t: segment(x, seg_cfg)))
-    floor = row.get("roofline_s")
-    row["segment_s"] = seg.seconds
-    row["segment_bound"] = floor / (floor + seg.seconds) if floor else None
-    bound = f", so efficiency ≤ {row['segment_bound']:.2f}" if floor else ""
-    row["note"] = f"both sides segment (SLIC) inside the timed call; SLIC alone takes {seg.seconds:.3f} s{bound}"
-    return row
+    timed call can reach however little else it does (:func:`derive` writes it into the note)."""
+    row["segment_s"] = _time(ctx, _per_image(ctx, lambda x, t: segment(x, seg_cfg))).seconds
+    row["note_before_segment"] = row.get("note", "")
+    return derive(row, ctx.roofline, ctx.batch_floor)
 
 
 # -- attribution methods ------------------------------------------------------------------------------------------
@@ -281,11 +297,9 @@ def op_lime(ctx: Context) -> dict[str, Any]:
             peer = _time(ctx, _per_image(ctx, _lime_peer(ctx, n, cfg.segmentation)))
     elif ctx.peers:
         note = "peer skipped: lime not installed (pip install -e '.[bench]')"
-    row = _segmentation_bound(ctx, cfg.segmentation, _row(
+    return _segmentation_bound(ctx, cfg.segmentation, _row(
         ctx, "LIME", f"{ctx.images.shape[0]} image(s) × {n} samples, SLIC", ours,
-        "lime 0.2 LimeImageExplainer (batch 10)", peer))
-    row["note"] = f"{note}; {row['note']}" if note else row["note"]
-    return row
+        "lime 0.2 LimeImageExplainer (batch 10)", peer, note=note))
 
 
 def op_kernel_shap(ctx: Context) -> dict[str, Any]:

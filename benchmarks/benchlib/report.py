@@ -38,7 +38,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [f"# xai-bench benchmark ({result['mode']} mode)", "",
              f"- date: {env['date']}", f"- device: {env['device']}, torch threads {env['threads']}",
              "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
-             f"- settings: amp={result['amp']}, compile={result['compile']}, repeats={result['repeats']}", ""]
+             f"- settings: amp={result['amp']}, compile={result['compile']}, repeats={result['repeats']}, "
+             f"keep_freed_memory={result.get('keep_freed_memory')}", ""]
     for name, reg in result["regimes"].items():
         rf = reg["roofline"]
         lines += [f"## {name} regime: {reg['model']} at {reg['size']}²", "",

@@ -167,6 +167,13 @@ class Roofline:
     def floor(self, fwd: int, fwdbwd: int) -> float:
         return fwd * self.fwd_s + fwdbwd * self.fwdbwd_s
 
+    def best(self, other: Roofline) -> Roofline:
+        """The faster of two measurements, per pass kind (the model's floor is the least time it was seen to take)."""
+        f = min((self.fwd_s, self.fwd_batch, self.fwd_format), (other.fwd_s, other.fwd_batch, other.fwd_format))
+        b = min((self.fwdbwd_s, self.fwdbwd_batch, self.fwdbwd_format),
+                (other.fwdbwd_s, other.fwdbwd_batch, other.fwdbwd_format))
+        return Roofline(f[0], f[1], f[2], b[0], b[1], b[2])
+
 
 @contextlib.contextmanager
 def _memory_format(model: nn.Module, channels_last: bool) -> Iterator[None]:
@@ -210,15 +217,23 @@ class BatchFloor:
     def call_seconds(self, batch: int, grad: bool) -> float:
         key = (batch, grad)
         if key not in self._seconds:
-            x = torch.rand(batch, *self.shape, device=self.device)
-            best = math.inf
-            for channels_last in (False, True):
-                with _memory_format(self.model, channels_last):
-                    fn = _pass_fns(self.model, x, self.device, self.amp)[int(grad)]
-                    fn()  # warm-up
-                    best = min(best, timed(fn, self.device, repeats=self.repeats).seconds)
-            self._seconds[key] = best
+            self._seconds[key] = self._measure(batch, grad)
         return self._seconds[key]
+
+    def refresh(self) -> None:
+        """Time every call seen so far again and keep the faster time (see ``Roofline.best``)."""
+        for (batch, grad), t in list(self._seconds.items()):
+            self._seconds[(batch, grad)] = min(t, self._measure(batch, grad))
+
+    def _measure(self, batch: int, grad: bool) -> float:
+        x = torch.rand(batch, *self.shape, device=self.device)
+        best = math.inf
+        for channels_last in (False, True):
+            with _memory_format(self.model, channels_last):
+                fn = _pass_fns(self.model, x, self.device, self.amp)[int(grad)]
+                fn()  # warm-up
+                best = min(best, timed(fn, self.device, repeats=self.repeats).seconds)
+        return best
 
     def floor(self, calls: dict[tuple[int, bool], int]) -> float:
         """Seconds the bare model needs for ``calls`` ((batch size, with gradient) → number of calls)."""

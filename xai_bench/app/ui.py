@@ -344,6 +344,9 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("WANDB_MODE", "disabled")
     os.environ.setdefault("MPLBACKEND", "Agg")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from xai_bench.accel import keep_freed_cpu_memory
+
+    keep_freed_cpu_memory()  # as the tasks do: freed tensor pages stay in the process for the next pass
     launch(build_app(), host=args.host, port=args.port, max_file_size=args.max_file_size, block=True)
 
 
