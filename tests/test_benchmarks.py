@@ -141,3 +141,18 @@ def test_a_hook_left_on_the_model_is_found():
     assert leftover_hooks(model) == ["0: forward_hooks"]
     handle.remove()
     assert leftover_hooks(model) == []
+
+
+def test_surrogate_parts_add_up(bench_run):
+    """benchmarks/surrogate_parts.py: the timed parts of a LIME call and the rest add up to the call, and it leaves
+    no timer patched behind."""
+    import surrogate_parts
+
+    import xai_bench.attribution.surrogate as surrogate
+
+    draw = surrogate._BatchedLimeBase._draw
+    total, parts = surrogate_parts.parts("lime", rounds=1, n_images=1, n_samples=16)
+    assert set(parts) == {"SLIC", "draw", "weights", "surrogate fit", "model forward", "rest"}
+    assert all(v > 0 for k, v in parts.items() if k != "rest")
+    assert sum(parts.values()) == pytest.approx(total)
+    assert surrogate._BatchedLimeBase._draw is draw
