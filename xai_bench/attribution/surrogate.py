@@ -31,6 +31,7 @@ a custom ``from_interp_rep_transform``) runs Captum's own loop unchanged.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -115,8 +116,6 @@ class _BatchedLimeBase(LimeBase):
             try:
                 rows.append(gen()[0].reshape(1, -1).long().cpu())
             except StopIteration:
-                import warnings
-
                 warnings.warn("Generator completed prior to given n_samples iterations!", stacklevel=3)
                 break
         return torch.cat(rows) if rows else torch.zeros(0, f, dtype=torch.long)
