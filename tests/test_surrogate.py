@@ -71,6 +71,25 @@ def test_exp_kernel_is_captums_kernel(mode):
         ExpKernel("manhattan")
 
 
+@pytest.mark.parametrize("mode", ["cosine", "euclidean"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_exp_kernel_from_coalitions_equals_the_kernel_of_the_built_images(mode, channels):
+    """The weights from per-feature sums are the kernel of the perturbed images themselves (any baseline, masks
+    spanning the channels or per channel, the all-off coalition included)."""
+    g = torch.Generator().manual_seed(4)
+    x, base = _images(), torch.rand(1, 3, 32, 32, generator=g)
+    mask = _mask(channels=channels)
+    f = int(mask.max()) + 1
+    coalitions = torch.cat([torch.zeros(1, f, dtype=torch.long),
+                            torch.bernoulli(torch.full((20, f), 0.3), generator=g).long()])
+    kernel = ExpKernel(mode, 0.6)
+    built = torch.where(coalitions[:, mask].bool().view(21, 1, *mask.shape[1:]), x, base)
+    torch.testing.assert_close(kernel.from_coalitions(x, base, mask, coalitions), kernel.batched(x, built),
+                               rtol=1e-5, atol=1e-6)
+    zero = kernel.from_coalitions(x, torch.zeros(()), mask, coalitions[:1])  # an all-baseline image of zeros
+    torch.testing.assert_close(zero, kernel.batched(x, torch.zeros(1, 3, 32, 32)))
+
+
 def test_lime_per_channel_mask_several_images_and_list_target(model):
     x = _images(2)
     torch.manual_seed(5)

@@ -19,8 +19,9 @@ Here, for the common case (one image tensor, class targets, Captum's interpretab
   same coalitions the maps are Captum's;
 - **perturbed images** of a forward pass are one ``torch.where`` over the coalitions indexed by the feature mask;
 - **similarity weights** are one vectorised call: :class:`ExpKernel` (LIME's exponential kernel, the configs'
-  ``similarity_func``) and Kernel SHAP's kernel have batched forms; any other ``similarity_func`` is called sample by
-  sample, as Captum does;
+  ``similarity_func``) computes all of a call's weights from per-feature sums of the image and the baseline, without
+  the perturbed images, and Kernel SHAP's kernel from the coalitions' sizes; any other ``similarity_func`` is called
+  sample by sample, as Captum does;
 - the **surrogate** gets the same ``(coalitions, scores, weights)`` in a single batch (a ``DataLoader`` that slices
   the whole ``TensorDataset`` once instead of collating it sample by sample).
 
@@ -84,6 +85,30 @@ class ExpKernel:
             distance = (a - b).norm(dim=1)
         return -1 * distance ** 2 / (2 * self.kernel_width ** 2)
 
+    def from_coalitions(self, original: Tensor, baselines: Tensor, feature_mask: Tensor, coalitions: Tensor) -> Tensor:
+        """Weights (n, float32) of the n perturbed inputs that ``coalitions`` (n×F, 1 = feature kept, 0 = set to the
+        baseline) make of ``original`` (1×…), without building them: a perturbed input is the original on kept
+        features and the baseline elsewhere, so its dot product with the original and its squared norm (or its squared
+        distance to it) are sums of per-feature sums, one ``(n×F) @ (F)`` product each."""
+        x = original.float()
+        b = baselines.to(x).expand_as(x)
+        ids = feature_mask.to(x.device).expand_as(x).reshape(-1)
+        f = coalitions.shape[1]
+
+        def per_feature(v: Tensor) -> Tensor:
+            return torch.zeros(f, dtype=torch.float32, device=x.device).index_add_(0, ids, v.reshape(-1))
+
+        on = coalitions.to(x)
+        off = 1 - on
+        if self.distance_mode == "cosine":
+            xx, xb, bb = per_feature(x * x), per_feature(x * b), per_feature(b * b)
+            dot = on @ xx + off @ xb
+            norms = (xx.sum() * (on @ xx + off @ bb)).clamp_min(1e-16).sqrt()  # torch's eps 1e-8, squared
+            distance = 1 - dot / norms
+        else:
+            distance = (off @ per_feature((x - b) ** 2)).clamp_min(0).sqrt()
+        return torch.exp((-1 * distance ** 2 / (2 * self.kernel_width ** 2)).double()).float()
+
     def __call__(self, original_inp: Tensor | tuple[Tensor, ...], perturbed_inp: Tensor | tuple[Tensor, ...],
                  _interpretable: Any = None, **_: Any) -> float:
         a, b = (torch.cat([t.flatten() for t in v]) if isinstance(v, tuple) else v.flatten()
@@ -122,8 +147,6 @@ class _BatchedLimeBase(LimeBase):
 
     def _weights(self, inputs: Tensor, copies: Tensor, coalitions: Tensor, kwargs: dict[str, Any]) -> Tensor:
         sim = self.similarity_func
-        if isinstance(sim, ExpKernel):
-            return sim.batched(inputs, copies)
         if getattr(sim, "__func__", None) is KernelShap.kernel_shap_similarity_kernel:
             on = coalitions.sum(1)
             edge = (on == 0) | (on == int(kwargs["num_interp_features"]))
@@ -160,7 +183,10 @@ class _BatchedLimeBase(LimeBase):
         # a coalition (F,) indexed by the mask gives that sample's on/off pattern of the mask's shape; with x's
         # leading 1 the broadcast is one image per coalition, as Captum's transform builds it
         pad = (1,) * max(x.dim() - mask.dim(), 0)
-        scores, weights = [], []
+        sim = self.similarity_func
+        # LIME's kernel from per-feature sums at once (ExpKernel.from_coalitions); others per forward pass below
+        weights = [sim.from_coalitions(x, base, mask, coalitions)] if isinstance(sim, ExpKernel) else []
+        scores = []
         with ProgressBar(total=n, desc=self.get_name(), show=bool(show_progress), unit="img") as bar:
             for start in range(0, n, per_eval):
                 chunk = coalitions[start:start + per_eval]
@@ -172,7 +198,8 @@ class _BatchedLimeBase(LimeBase):
                                      f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__} for "
                                      f"{copies.shape[0]} perturbed images; expected one row of class scores each")
                 scores.append(out[:, t].float())
-                weights.append(self._weights(x, copies, chunk, kwargs).to(device))
+                if not isinstance(sim, ExpKernel):
+                    weights.append(self._weights(x, copies, chunk, kwargs).to(device))
                 bar.update(chunk.shape[0])
         self.interpretable_model.fit(_whole_batch(coalitions.float(), torch.cat(scores), torch.cat(weights)))
         return self.interpretable_model.representation()
