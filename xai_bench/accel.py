@@ -51,8 +51,9 @@ def keep_freed_cpu_memory() -> bool:
     MB) lies above glibc's mmap threshold or at the top of the heap, so each free hands its pages back and the next
     pass page-faults fresh, zeroed pages: a perturbation method on a small model spends a large, erratic share of its
     time in the kernel. Raising the mmap threshold to its 32 MB ceiling and the trim threshold to 1 GB keeps those
-    pages in the process. Measured on the 2-core dev VM (2026-12-07): RISE, 8 images × 500 masks, small CNN at 32²:
-    176–182 ms in three fresh processes, against 282–331 ms without (the overhead regime of ``benchmarks/run.py``).
+    pages in the process. Measured on the 2-core dev VM (2026-12-07, the overhead regime of ``benchmarks/run.py``
+    with ``keep_freed_memory=false`` and ``=true``, docs/benchmarks.md): RISE over 8 images × 500 masks on the small
+    CNN at 32² 0.34–0.39 s → 0.18–0.19 s, LIME 0.20 s → 0.12 s, the process's system time 3.6–4.3 s → 0.7 s.
     The cost: the process's resident memory stays near its peak (up to 1 GB of freed memory is kept for reuse).
 
     Written by hand because it is one ``mallopt`` call: jemalloc or tcmalloc would do it too, but only when preloaded
