@@ -228,3 +228,23 @@ def test_default_similarity_is_captums_default(model):
     ours = BatchedLime(model, SkLearnLinearRegression()).attribute(_images(), target=0, feature_mask=_mask(),
                                                                    n_samples=30)
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
+
+
+def test_surrogate_fit_runs_blas_on_one_thread(model):
+    """The fit runs with BLAS limited to one thread (OpenBLAS's spinning threads would slow the next forward passes)
+    and the limit is lifted afterwards."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    before = blas_threads()
+    if not before:
+        pytest.skip("no BLAS library loaded")
+    seen = []
+    method = BatchedKernelShap(model)
+    fit = method.interpretable_model.fit
+    method.interpretable_model.fit = lambda data: (seen.append(blas_threads()), fit(data))[1]
+    method.attribute(_images(), target=0, feature_mask=_mask(), n_samples=30, perturbations_per_eval=16)
+    assert seen and all(n == 1 for n in seen[0])
+    assert blas_threads() == before

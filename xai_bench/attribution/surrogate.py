@@ -23,7 +23,8 @@ Here, for the common case (one image tensor, class targets, Captum's interpretab
   the perturbed images, and Kernel SHAP's kernel from the coalitions' sizes; any other ``similarity_func`` is called
   sample by sample, as Captum does;
 - the **surrogate** gets the same ``(coalitions, scores, weights)`` in a single batch (a ``DataLoader`` that slices
-  the whole ``TensorDataset`` once instead of collating it sample by sample).
+  the whole ``TensorDataset`` once instead of collating it sample by sample), fitted with BLAS on one thread
+  (:func:`_one_blas_thread` says why).
 
 Anything else (tuple inputs, ``additional_forward_args``, non-class targets, a perturbation function in input space,
 a custom ``from_interp_rep_transform``) runs Captum's own loop unchanged.
@@ -201,11 +202,32 @@ class _BatchedLimeBase(LimeBase):
                 if not isinstance(sim, ExpKernel):
                     weights.append(self._weights(x, copies, chunk, kwargs).to(device))
                 bar.update(chunk.shape[0])
-        self.interpretable_model.fit(_whole_batch(coalitions.float(), torch.cat(scores), torch.cat(weights)))
+        with _one_blas_thread():
+            self.interpretable_model.fit(_whole_batch(coalitions.float(), torch.cat(scores), torch.cat(weights)))
         return self.interpretable_model.representation()
 
     # Lime's attribute calls this class's method undecorated (``_compat.undecorated_override`` says how)
     attribute = undecorated_override(_attribute)  # type: ignore[assignment]
+
+
+_BLAS_CONTROLLER: Any = None
+
+
+def _one_blas_thread() -> Any:
+    """A block in which BLAS (OpenBLAS, MKL) runs on one thread, through threadpoolctl (scikit-learn's own tool).
+
+    The surrogate's fit is tiny (n samples × F features). With BLAS on every core, OpenBLAS's threads keep spinning
+    after a least-squares fit and take the cores from the next forward passes: Kernel SHAP (scikit-learn's
+    ``LinearRegression``) on the small CNN at 32² took 26 ms per image instead of 16, its forward passes 17 ms instead
+    of 11 (``python benchmarks/surrogate_parts.py --methods kernel_shap``, with and without
+    ``OPENBLAS_NUM_THREADS=1``, 2026-12-07)."""
+    global _BLAS_CONTROLLER
+    if _BLAS_CONTROLLER is None:
+        import sklearn.linear_model  # noqa: F401  (loads SciPy's BLAS first, so the controller finds it)
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS_CONTROLLER = ThreadpoolController()  # scans the loaded libraries once (~1 ms); limit() is ~10 µs
+    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
 
 
 def _one_class(target: Any) -> bool:
