@@ -90,6 +90,30 @@ def test_occlusion_and_feature_ablation_on_gpu_agree_with_cpu(attribution_node):
         torch.testing.assert_close(gpu, cpu, rtol=1e-3, atol=1e-4)
 
 
+def test_lime_and_kernel_shap_on_gpu_agree_with_cpu(attribution_node):
+    """The batched LIME / Kernel SHAP draw their coalitions on the CPU generator on either device, so with the same
+    seed the GPU maps are the CPU maps up to the model's float differences (TF32 convolutions on the GPU)."""
+    from xai_bench.attribution.runner import build_attribution
+    from xai_bench.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("small_cnn", num_classes=6, in_chans=3, input_size=32).eval()
+    x = torch.rand(2, 3, 32, 32)
+    for name in ("lime", "kernel_shap"):
+        cfg = attribution_node(name)
+        cfg.kwargs.n_samples = 64
+        if name == "lime":  # the config's Lasso (alpha 0.01) zeroes every coefficient of this random model
+            cfg.method.interpretable_model.alpha = 1e-4
+        torch.manual_seed(0)
+        cpu = build_attribution(cfg, model).attribute(x, [0, 1])
+        assert cpu.abs().max() > 0, name
+        torch.manual_seed(0)
+        gpu = build_attribution(cfg, model.cuda()).attribute(x.cuda(), [0, 1]).cpu()
+        model.cpu()
+        assert gpu.device.type == "cpu" and torch.isfinite(gpu).all()
+        torch.testing.assert_close(gpu, cpu, rtol=1e-2, atol=1e-2 * float(cpu.abs().max()), msg=name)
+
+
 def test_inner_batch_halving_under_a_real_gpu_memory_cap(attribution_node):
     """IG asked for all 512 interpolated ResNet-18 images (128²) in one pass under a 1 GB cap (~10 GB needed): the
     runner halves the inner batch instead of crashing, and the maps equal a run with a small inner batch."""
