@@ -56,8 +56,8 @@ def parts(name: str, rounds: int, n_images: int = 8, n_samples: int = 256) -> tu
 
     timer(runner, "segment", "SLIC")
     timer(surrogate._BatchedLimeBase, "_draw", "draw")
-    timer(surrogate._BatchedLimeBase, "_weights", "weights")  # Kernel SHAP's kernel, any other kernel
-    timer(surrogate.ExpKernel, "from_coalitions", "weights")  # LIME's kernel
+    timer(surrogate._BatchedLimeBase, "_weights_at_once", "weights")  # LIME's and Kernel SHAP's kernels
+    timer(surrogate._BatchedLimeBase, "_weights_per_sample", "weights")  # any other kernel
     timer(ex.method.interpretable_model, "fit", "surrogate fit")
     timer(model, "forward", "model forward")
     try:

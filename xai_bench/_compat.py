@@ -15,7 +15,7 @@ Import it before torchvision or timm: ``import xai_bench`` does so.
 
 2. Captum internals (imported lazily, so ``import xai_bench`` stays cheap): the DeepLift non-linearity table, the
 backward-hook helper and the undecorated ``attribute`` of a class (to run it without Captum's usage logger), and
-LIME's surrogate model and similarity kernel (Captum exports them only from private modules), and the tqdm class
+LIME's surrogate model and default functions (Captum exports them only from private modules), and the tqdm class
 behind Captum's ``show_progress`` bars (swapped for ours inside ``xai_bench.progress.progress_reporting``).
 
 3. torchvision's ImageNet category names (a private module, but the only offline copy).
@@ -36,7 +36,7 @@ from typing import Any
 
 __all__ = ["TORCHVISION_EXTENSION_LOADED", "captum_progress_factory", "captum_register_backward_hook",
            "deeplift_nonlinearities", "ensure_torchvision_nms", "imagenet_categories", "lime_default_functions",
-           "lime_exp_kernel", "lime_lasso", "nms_reference", "undecorated_attribute", "undecorated_override"]
+           "lime_lasso", "nms_reference", "undecorated_attribute", "undecorated_override"]
 
 _LIB: torch.library.Library | None = None
 
@@ -187,13 +187,6 @@ def undecorated_override(fn: Callable[..., Any]) -> Callable[..., Any]:
     attribute.__wrapped__ = fn  # type: ignore[attr-defined]
     attribute.__doc__ = fn.__doc__
     return attribute
-
-
-def lime_exp_kernel(distance_mode: str = "cosine", kernel_width: float = 1.0) -> Callable[..., Any]:
-    """LIME's exponential similarity kernel (``captum.attr._core.lime.get_exp_kernel_similarity_function``)."""
-    from captum.attr._core.lime import get_exp_kernel_similarity_function
-
-    return get_exp_kernel_similarity_function(distance_mode=distance_mode, kernel_width=kernel_width)
 
 
 @contextlib.contextmanager

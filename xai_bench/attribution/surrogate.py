@@ -74,17 +74,21 @@ class ExpKernel:
 
     def batched(self, original: Tensor, perturbed: Tensor) -> Tensor:
         """Weights (P, float32) of the P perturbed inputs ``perturbed`` (P×…) against ``original`` (1×…)."""
-        # float32 up to the exponent, which Captum takes in double (math.exp) before storing float32: same here
-        return torch.exp(self._exponent(original, perturbed).double()).float()
+        return self._weights(self._distance(original, perturbed))
 
-    def _exponent(self, original: Tensor, perturbed: Tensor) -> Tensor:
+    def _distance(self, original: Tensor, perturbed: Tensor) -> Tensor:
         a = original.reshape(1, -1).float()
         b = perturbed.reshape(perturbed.shape[0], -1).float()
         if self.distance_mode == "cosine":
-            distance = 1 - torch.nn.functional.cosine_similarity(a, b, dim=1)
-        else:
-            distance = (a - b).norm(dim=1)
+            return 1 - torch.nn.functional.cosine_similarity(a, b, dim=1)
+        return (a - b).norm(dim=1)
+
+    def _exponent(self, distance: Tensor) -> Tensor:
         return -1 * distance ** 2 / (2 * self.kernel_width ** 2)
+
+    def _weights(self, distance: Tensor) -> Tensor:
+        # float32 up to the exponent, which Captum takes in double (math.exp) before storing float32: same here
+        return torch.exp(self._exponent(distance).double()).float()
 
     def from_coalitions(self, original: Tensor, baselines: Tensor, feature_mask: Tensor, coalitions: Tensor) -> Tensor:
         """Weights (n, float32) of the n perturbed inputs that ``coalitions`` (n×F, 1 = feature kept, 0 = set to the
@@ -105,16 +109,14 @@ class ExpKernel:
             xx, xb, bb = per_feature(x * x), per_feature(x * b), per_feature(b * b)
             dot = on @ xx + off @ xb
             norms = (xx.sum() * (on @ xx + off @ bb)).clamp_min(1e-16).sqrt()  # torch's eps 1e-8, squared
-            distance = 1 - dot / norms
-        else:
-            distance = (off @ per_feature((x - b) ** 2)).clamp_min(0).sqrt()
-        return torch.exp((-1 * distance ** 2 / (2 * self.kernel_width ** 2)).double()).float()
+            return self._weights(1 - dot / norms)
+        return self._weights((off @ per_feature((x - b) ** 2)).clamp_min(0).sqrt())
 
     def __call__(self, original_inp: Tensor | tuple[Tensor, ...], perturbed_inp: Tensor | tuple[Tensor, ...],
                  _interpretable: Any = None, **_: Any) -> float:
         a, b = (torch.cat([t.flatten() for t in v]) if isinstance(v, tuple) else v.flatten()
                 for v in (original_inp, perturbed_inp))
-        return math.exp(float(self._exponent(a, b[None])[0]))
+        return math.exp(float(self._exponent(self._distance(a, b[None]))[0]))
 
 
 def _whole_batch(*tensors: Tensor) -> DataLoader:
@@ -146,17 +148,26 @@ class _BatchedLimeBase(LimeBase):
                 break
         return torch.cat(rows) if rows else torch.zeros(0, f, dtype=torch.long)
 
-    def _weights(self, inputs: Tensor, copies: Tensor, coalitions: Tensor, kwargs: dict[str, Any]) -> Tensor:
+    def _weights_at_once(self, x: Tensor, base: Tensor, mask: Tensor, coalitions: Tensor,
+                         kwargs: dict[str, Any]) -> Tensor | None:
+        """All n weights from the coalitions alone, for the kernels that allow it (LIME's :class:`ExpKernel` from
+        per-feature sums, Kernel SHAP's from the coalitions' sizes); ``None`` for any other kernel."""
         sim = self.similarity_func
+        if isinstance(sim, ExpKernel):
+            return sim.from_coalitions(x, base, mask, coalitions)
         if getattr(sim, "__func__", None) is KernelShap.kernel_shap_similarity_kernel:
             on = coalitions.sum(1)
             edge = (on == 0) | (on == int(kwargs["num_interp_features"]))
             return torch.where(edge, float(self.inf_weight), 1.0).float()  # type: ignore[attr-defined]
+        return None
+
+    def _weights_per_sample(self, x: Tensor, copies: Tensor, coalitions: Tensor, kwargs: dict[str, Any]) -> Tensor:
+        """Any other kernel: Captum's call, one perturbed input at a time."""
         out = []
-        for i in range(copies.shape[0]):  # any other kernel: Captum's call, one sample at a time
-            w = sim(inputs, copies[i:i + 1], coalitions[i:i + 1], **kwargs)
+        for i in range(copies.shape[0]):
+            w = self.similarity_func(x, copies[i:i + 1], coalitions[i:i + 1], **kwargs)
             out.append(w.flatten().float().cpu() if isinstance(w, Tensor) else torch.tensor([float(w)]))
-        return torch.cat(out)
+        return torch.cat(out).to(x.device)
 
     def _fast_path(self, inputs: Any, target: Any, additional_forward_args: Any, kwargs: dict[str, Any]) -> bool:
         _, default_from_interp_rep_transform = lime_default_functions()
@@ -184,9 +195,8 @@ class _BatchedLimeBase(LimeBase):
         # a coalition (F,) indexed by the mask gives that sample's on/off pattern of the mask's shape; with x's
         # leading 1 the broadcast is one image per coalition, as Captum's transform builds it
         pad = (1,) * max(x.dim() - mask.dim(), 0)
-        sim = self.similarity_func
-        # LIME's kernel from per-feature sums at once (ExpKernel.from_coalitions); others per forward pass below
-        weights = [sim.from_coalitions(x, base, mask, coalitions)] if isinstance(sim, ExpKernel) else []
+        at_once = self._weights_at_once(x, base, mask, coalitions, kwargs)
+        weights = [] if at_once is None else [at_once]
         scores = []
         with ProgressBar(total=n, desc=self.get_name(), show=bool(show_progress), unit="img") as bar:
             for start in range(0, n, per_eval):
@@ -199,8 +209,8 @@ class _BatchedLimeBase(LimeBase):
                                      f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__} for "
                                      f"{copies.shape[0]} perturbed images; expected one row of class scores each")
                 scores.append(out[:, t].float())
-                if not isinstance(sim, ExpKernel):
-                    weights.append(self._weights(x, copies, chunk, kwargs).to(device))
+                if at_once is None:
+                    weights.append(self._weights_per_sample(x, copies, chunk, kwargs))
                 bar.update(chunk.shape[0])
         with _one_blas_thread():
             self.interpretable_model.fit(_whole_batch(coalitions.float(), torch.cat(scores), torch.cat(weights)))
