@@ -20,14 +20,14 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from xai_bench.accel import fast_forward, to_channels_last
+from xai_bench.accel import channels_last_weights, fast_forward
 
 
 class Counted(nn.Module):
@@ -175,18 +175,6 @@ class Roofline:
         return Roofline(f[0], f[1], f[2], b[0], b[1], b[2])
 
 
-@contextlib.contextmanager
-def _memory_format(model: nn.Module, channels_last: bool) -> Iterator[None]:
-    changed = to_channels_last(model) if channels_last else []
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for module, name in changed:
-                t = getattr(module, name)
-                t.data = t.data.contiguous()
-
-
 def _pass_fns(model: nn.Module, x: Tensor, device: torch.device, amp: bool) -> tuple[Callable[[], None],
                                                                                 Callable[[], None]]:
     """A bare forward pass (inference mode) and a forward+backward pass (gradient to the input) of ``x``."""
@@ -229,7 +217,7 @@ class BatchFloor:
         x = torch.rand(batch, *self.shape, device=self.device)
         best = math.inf
         for channels_last in (False, True):
-            with _memory_format(self.model, channels_last):
+            with channels_last_weights(self.model, enabled=channels_last):
                 fn = _pass_fns(self.model, x, self.device, self.amp)[int(grad)]
                 fn()  # warm-up
                 best = min(best, timed(fn, self.device, repeats=self.repeats).seconds)
@@ -248,7 +236,7 @@ def measure_roofline(model: nn.Module, shape: tuple[int, int, int], batch_sizes:
     for bs in batch_sizes:
         x = torch.rand(bs, *shape, device=device)
         for fmt in ("nchw", "channels_last"):
-            with _memory_format(model, fmt == "channels_last"):
+            with channels_last_weights(model, enabled=fmt == "channels_last"):
                 forward, forward_backward = _pass_fns(model, x, device, amp)
                 for fn, rows in ((forward, fwd), (forward_backward, fwdbwd)):
                     fn()  # warm-up (allocator, kernel choice)
